@@ -1,0 +1,34 @@
+# The two commands that matter: `make run` and `make test`. Each creates or updates the local
+# virtual environment first, so on a fresh machine they are all the set-up there is.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint venv clean play mlflow-ui
+
+venv: $(STAMP)
+
+# Reinstall only when the project definition changes. torch==2.13.0 is pinned in pyproject.toml so
+# that pip takes the local CPU wheel instead of a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/attention-tuner demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check platform tasks tests bench sweeps
+	$(VENV)/bin/ruff check --select A005 platform tasks
+
+test: $(STAMP) lint
+	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/pytest -q tests
+
+mlflow-ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,48 @@
+"""memory_tasks: the five partially observable memory tasks of the AttentionTuner paper.
+
+Importing the package registers the gymnasium ids::
+
+    memory_tasks/Hallway-v0       LTMB Hallway        (length=30)
+    memory_tasks/Ordering-v0      LTMB Ordering       (length=50)
+    memory_tasks/Counting-v0      LTMB Counting       (length=20, test_freq=0.3, empty_freq=0.1)
+    memory_tasks/MortarMayhem-v0  Memory Gym grid     (commands=10)
+    memory_tasks/MysteryPath-v0   Memory Gym grid     (size=7, max_steps=128)
+
+Each accepts ``obs_mode="symbolic" | "pixels"``. After ``reset``, ``env.unwrapped.make_expert()`` gives the
+scripted expert whose ``act(obs)`` returns ``(action, recalled_timesteps)``; :func:`rollout` plays it.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from memory_tasks.core import OBS_MODES, Episode, Expert, rollout
+
+__all__ = ["OBS_MODES", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout"]
+
+# short name -> (gymnasium id, entry point)
+TASKS: dict[str, tuple[str, str]] = {
+    "Hallway": ("memory_tasks/Hallway-v0", "memory_tasks.hallway:HallwayEnv"),
+    "Ordering": ("memory_tasks/Ordering-v0", "memory_tasks.ordering:OrderingEnv"),
+    "Counting": ("memory_tasks/Counting-v0", "memory_tasks.counting:CountingEnv"),
+    "MortarMayhem": ("memory_tasks/MortarMayhem-v0", "memory_tasks.mortar_mayhem:MortarMayhemEnv"),
+    "MysteryPath": ("memory_tasks/MysteryPath-v0", "memory_tasks.mystery_path:MysteryPathEnv"),
+}
+
+for _name, (_id, _entry) in TASKS.items():
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=_entry)
+
+
+def resolve_task(name: str) -> str:
+    """'hallway', 'Hallway', 'Hallway-v0' or 'memory_tasks/Hallway-v0' -> 'memory_tasks/Hallway-v0'."""
+    key = str(name).removeprefix("memory_tasks/").removesuffix("-v0").lower()
+    for short, (env_id, _) in TASKS.items():
+        if short.lower() == key:
+            return env_id
+    raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+
+
+def make(name: str, **kwargs) -> gym.Env:
+    """``gymnasium.make`` for a task given by short name or id, with its keyword arguments."""
+    return gym.make(resolve_task(name), **kwargs)

@@ -1,0 +1,122 @@
+"""What every memory task shares: the expert protocol, the episode record, a rollout, input checks.
+
+A task module (``hallway.py``, ``ordering.py``, ...) holds one environment and its scripted expert. The
+environment is a ``gymnasium.Env`` whose unwrapped instance offers:
+
+- ``make_expert()`` -> an :class:`Expert` for the episode that the last ``reset`` started;
+- ``symbolic_obs`` -> the current observation in the symbolic encoding (7, 7, 3) uint8, whatever
+  ``obs_mode`` is; in ``obs_mode="pixels"`` the observation is exactly ``symbolic_to_pixels(symbolic_obs)``
+  of the task module, so a dataset can store the compact symbolic form and render pixels when loading;
+- ``info["success"]`` in every ``step`` info.
+
+Experts may read the environment's state (as the LTMB experts do); *what they recall* is what matters:
+``act`` returns the action and the timesteps p <= t whose observations the decision at t depends on
+(the memory dependency pairs (p, t), always including the self-pair (t, t)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+OBS_MODES = ("symbolic", "pixels")
+SYMBOLIC_SHAPE = (7, 7, 3)
+PIXEL_SHAPE = (84, 84, 3)
+TILE_PIXELS = 12  # 7 tiles x 12 px = 84 px
+
+
+class Expert(Protocol):
+    def act(self, obs: np.ndarray) -> tuple[int, list[int]]:
+        """Return (action, recalled timesteps p <= t, including t itself) for the current step t."""
+        ...
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One expert episode in timestep space. Observation t is what the expert saw before action t."""
+
+    observations: np.ndarray  # (T, *obs_shape) uint8, in the env's obs_mode
+    symbolic: np.ndarray  # (T, 7, 7, 3) uint8, always (the compact lossless form)
+    actions: np.ndarray  # (T,) int64
+    rewards: np.ndarray  # (T,) float32, reward received after action t
+    pairs: np.ndarray  # (N, 2) int64 rows (p, q), p <= q < T, sorted by (q, p), unique
+    success: bool
+    seed: int
+
+    @property
+    def length(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def total_return(self) -> float:
+        return float(self.rewards.sum())
+
+
+def rollout(env: gym.Env, seed: int, max_steps: int | None = None) -> Episode:
+    """Play the task's expert for one episode from ``env.reset(seed=seed)`` and record it."""
+    obs, _ = env.reset(seed=int(seed))
+    base = env.unwrapped
+    expert = base.make_expert()
+    observations, symbolic, actions, rewards, pairs = [], [], [], [], []
+    success = False
+    t = 0
+    while True:
+        action, recalled = expert.act(obs)
+        observations.append(obs)
+        symbolic.append(base.symbolic_obs)
+        actions.append(int(action))
+        pairs.extend((int(p), t) for p in set(recalled))
+        obs, reward, terminated, truncated, info = env.step(action)
+        rewards.append(float(reward))
+        success = bool(info.get("success", False))
+        t += 1
+        if terminated or truncated or (max_steps is not None and t >= max_steps):
+            break
+    pair_array = np.array(sorted(pairs, key=lambda pq: (pq[1], pq[0])), dtype=np.int64).reshape(-1, 2)
+    return Episode(
+        observations=np.stack(observations).astype(np.uint8),
+        symbolic=np.stack(symbolic).astype(np.uint8),
+        actions=np.array(actions, dtype=np.int64),
+        rewards=np.array(rewards, dtype=np.float32),
+        pairs=pair_array,
+        success=success,
+        seed=int(seed),
+    )
+
+
+# ---- input checks shared by the task constructors: a user mistake is a ValueError naming the parameter
+
+
+def reject_unknown(task: str, unknown: dict[str, Any]) -> None:
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise ValueError(f"{task}: unknown parameter(s) {names}")
+
+
+def check_int(task: str, name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{task}: parameter {name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ValueError(f"{task}: parameter {name} must be {bound}, got {value}")
+    return int(value)
+
+
+def check_prob(task: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{task}: parameter {name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_obs_mode(task: str, value: Any) -> str:
+    if value not in OBS_MODES:
+        raise ValueError(f"{task}: parameter obs_mode must be one of {', '.join(OBS_MODES)}, got {value!r}")
+    return str(value)
+
+
+def observation_space(obs_mode: str) -> gym.spaces.Box:
+    shape = SYMBOLIC_SHAPE if obs_mode == "symbolic" else PIXEL_SHAPE
+    return gym.spaces.Box(low=0, high=255, shape=shape, dtype=np.uint8)
