@@ -1,0 +1,348 @@
+"""Trial configuration: frozen, typed, nested dataclasses, loaded from YAML or dicts, changed by dotted keys.
+
+Everything a result depends on is in :class:`TrialConfig` and is logged. Overrides name fields with
+dotted keys (``optim.lr=1e-3``); an unknown key or a value of the wrong type is a :class:`ConfigError`
+with a one-line message, so a sweep can only name real fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Environment seeds at or above this are reserved for evaluation; training data never uses them.
+EVAL_SEED_BASE = 1_000_000_000
+
+
+class ConfigError(ValueError):
+    """A user mistake in a configuration: one line, naming the key."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "Hallway"
+    """Task: Hallway, Ordering, Counting, MortarMayhem or MysteryPath (or its gymnasium id)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Size parameters of the task (e.g. {length: 30}); defaults are the paper's."""
+    obs_mode: str = "symbolic"
+    """Observation mode the model sees: symbolic (7x7x3 codes) or pixels (84x84 RGB)."""
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    drop: float = 0.0
+    """Share of the non-self pairs dropped when loading."""
+    shift: int = 0
+    """Each non-self pair's recalled step is moved by a uniform offset in [-shift, shift] (kept causal)."""
+    spurious: float = 0.0
+    """Spurious pairs added per real non-self pair, pointing at random earlier steps."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    episodes: int = 4000
+    """Number of successful expert episodes in the dataset."""
+    seed: int = 0
+    """First environment seed of the dataset's seed range."""
+    annotation_fraction: float = 1.0
+    """Share of training episodes whose memory pairs are kept (nested subsets across fractions)."""
+    val_fraction: float = 0.1
+    """Share of episodes held out to measure action accuracy on unseen demonstrations."""
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    """Annotation noise applied when loading (never changes the stored data)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int = 512
+    """Width of the Transformer."""
+    n_layers: int = 4
+    """Number of Transformer layers."""
+    n_heads: int = 2
+    """Attention heads per layer."""
+    d_ff: int = 2048
+    """Hidden width of the feed-forward blocks."""
+    dropout: float = 0.1
+    """Dropout after embeddings, in attention and feed-forward blocks."""
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    weight: float = 10.0
+    """Weight of the memory loss; 0 gives the vanilla Transformer."""
+    heads: tuple[tuple[int, int], ...] | str = ((0, 0),)
+    """Supervised heads as 0-based (layer, head) pairs, or "all"."""
+    variant: str = "reference"
+    """reference: the paper's mask over the whole real-token block; decision_rows: observation rows only."""
+    split: str = "copy"
+    """copy: every supervised head gets the expert matrix; even: the pairs are spread over the heads."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    """Adam learning rate."""
+    batch_size: int = 64
+    """Episodes per batch."""
+    epochs: int = 300
+    """Passes over the training episodes."""
+    grad_clip: float = 0.0
+    """Clip the gradient norm to this value; 0 disables clipping."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    episodes: int = 100
+    """Closed-loop evaluation episodes on held-out seeds."""
+    every: int = 10
+    """Evaluate every this many epochs (and always after the last)."""
+    num_envs: int = 32
+    """Environments stepped together in one batch."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Task parameters to override at evaluation only (length generalisation, e.g. {length: 60})."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    """Seed of model initialisation, data order, annotation subset and noise."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda."""
+    checkpoint_every: int = 5
+    """Save a checkpoint every this many epochs (and after the last)."""
+
+    @property
+    def method(self) -> str:
+        return "attention_tuner" if self.memory.weight > 0 and self.data.annotation_fraction > 0 else "vanilla"
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _parse_text(text: str, hint: Any) -> Any:
+    """A command-line string -> a value: numbers as numbers (YAML alone reads '1e-3' as text), else YAML."""
+    if hint in (int, float):
+        try:
+            return int(text) if hint is int else float(text)
+        except ValueError:
+            return text
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the type hint ``hint``; convert YAML-ish strings; raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return build(hint, value, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} is not a valid value ({'; '.join(errors)})")
+    if isinstance(value, str) and hint is not str:
+        value = _parse_text(value, hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif origin is tuple:
+        if isinstance(value, list | tuple):
+            args = typing.get_args(hint)
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+            if len(args) == len(value):
+                return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    elif hint is Any:
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}: expected {name}, got {value!r}")
+
+
+def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys and wrong types are ConfigErrors."""
+    hints = _hints(cls)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        known = ", ".join(hints)
+        raise ConfigError(f"unknown key {prefix}{unknown[0]} (known: {known})")
+    kwargs = {k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in values.items()}
+    return validate(cls(**kwargs)) if cls is TrialConfig else cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict (tuples as lists) that ``build`` turns back into the same config."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """Dotted keys -> leaf values, for MLflow params (task kwargs flattened too)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(f"{prefix}{k}.", x)
+        else:
+            out[prefix[:-1]] = v
+
+    walk("", to_dict(cfg))
+    return out
+
+
+def set_dotted(values: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Return a copy of the nested mapping with ``key`` (dotted) set to ``value``."""
+    head, _, rest = key.partition(".")
+    out = dict(values)
+    if rest and head != "kwargs":
+        out[head] = set_dotted(dict(out.get(head) or {}), rest, value)
+    elif rest:  # task.kwargs.length=10: free-form mapping, the task itself validates names
+        parsed = _parse_text(value, Any) if isinstance(value, str) else value
+        out[head] = {**dict(out.get(head) or {}), rest: parsed}
+    else:
+        out[head] = value
+    return out
+
+
+def apply_overrides(cfg: TrialConfig, overrides: dict[str, Any]) -> TrialConfig:
+    values = to_dict(cfg)
+    for key, value in overrides.items():
+        values = set_dotted(values, key, value)
+    return build(TrialConfig, values)
+
+
+def parse_assignments(items: list[str], what: str = "--set") -> dict[str, Any]:
+    """['optim.lr=1e-3', ...] -> {'optim.lr': '1e-3'}; a missing '=' is a ConfigError."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {item!r}: expected key=value")
+        out[key.strip()] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> TrialConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return build(TrialConfig, values)
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def supervised_heads(cfg: TrialConfig) -> tuple[tuple[int, int], ...]:
+    """The (layer, head) pairs the memory loss trains; empty for the vanilla Transformer."""
+    if cfg.memory.weight == 0:
+        return ()
+    if cfg.memory.heads == "all":
+        return tuple((layer, h) for layer in range(cfg.model.n_layers) for h in range(cfg.model.n_heads))
+    return tuple(cfg.memory.heads)  # type: ignore[arg-type]
+
+
+def validate(cfg: TrialConfig) -> TrialConfig:
+    """Check values (not only types); every message names the key."""
+    from memory_tasks import OBS_MODES, resolve_task
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    try:
+        resolve_task(cfg.task.name)
+    except ValueError as e:
+        raise ConfigError(f"task.name: {e}") from None
+    need(cfg.task.obs_mode in OBS_MODES, f"task.obs_mode must be one of {OBS_MODES}, got {cfg.task.obs_mode!r}")
+    need(cfg.data.episodes >= 1, f"data.episodes must be >= 1, got {cfg.data.episodes}")
+    need(0 <= cfg.data.seed, f"data.seed must be >= 0, got {cfg.data.seed}")
+    need(
+        cfg.data.seed + cfg.data.episodes * 2 < EVAL_SEED_BASE,
+        f"data.seed: training seeds must stay below {EVAL_SEED_BASE} (reserved for evaluation)",
+    )
+    need(0.0 <= cfg.data.annotation_fraction <= 1.0,
+         f"data.annotation_fraction must be in [0, 1], got {cfg.data.annotation_fraction}")
+    need(0.0 <= cfg.data.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    need(0.0 <= cfg.data.noise.drop <= 1.0, f"data.noise.drop must be in [0, 1], got {cfg.data.noise.drop}")
+    need(cfg.data.noise.shift >= 0, f"data.noise.shift must be >= 0, got {cfg.data.noise.shift}")
+    need(cfg.data.noise.spurious >= 0, f"data.noise.spurious must be >= 0, got {cfg.data.noise.spurious}")
+    m = cfg.model
+    for name in ("d_model", "n_layers", "n_heads", "d_ff"):
+        need(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
+    need(m.d_model % m.n_heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+    need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+    need(cfg.memory.weight >= 0, f"memory.weight must be >= 0, got {cfg.memory.weight}")
+    if isinstance(cfg.memory.heads, str):
+        need(cfg.memory.heads == "all", f"memory.heads must be a list of [layer, head] or 'all', got {cfg.memory.heads!r}")
+    else:
+        need(len(cfg.memory.heads) > 0, "memory.heads must name at least one (layer, head) or be 'all'")
+        for layer, head in cfg.memory.heads:
+            need(0 <= layer < m.n_layers and 0 <= head < m.n_heads,
+                 f"memory.heads: ({layer}, {head}) is out of range for {m.n_layers} layers x {m.n_heads} heads "
+                 "(0-based)")
+    need(cfg.memory.variant in ("reference", "decision_rows"),
+         f"memory.variant must be reference or decision_rows, got {cfg.memory.variant!r}")
+    need(cfg.memory.split in ("copy", "even"), f"memory.split must be copy or even, got {cfg.memory.split!r}")
+    need(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
+    need(cfg.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {cfg.optim.batch_size}")
+    need(cfg.optim.epochs >= 1, f"optim.epochs must be >= 1, got {cfg.optim.epochs}")
+    need(cfg.optim.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {cfg.optim.grad_clip}")
+    need(cfg.eval.episodes >= 0, f"eval.episodes must be >= 0, got {cfg.eval.episodes}")
+    need(cfg.eval.every >= 1, f"eval.every must be >= 1, got {cfg.eval.every}")
+    need(cfg.eval.num_envs >= 1, f"eval.num_envs must be >= 1, got {cfg.eval.num_envs}")
+    need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    need(cfg.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
+    need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    return cfg
