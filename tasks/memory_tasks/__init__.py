@@ -18,7 +18,7 @@ import gymnasium as gym
 
 from memory_tasks.core import OBS_MODES, Episode, Expert, rollout
 
-__all__ = ["OBS_MODES", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout"]
+__all__ = ["OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout"]
 
 # short name -> (gymnasium id, entry point)
 TASKS: dict[str, tuple[str, str]] = {
@@ -27,6 +27,15 @@ TASKS: dict[str, tuple[str, str]] = {
     "Counting": ("memory_tasks/Counting-v0", "memory_tasks.counting:CountingEnv"),
     "MortarMayhem": ("memory_tasks/MortarMayhem-v0", "memory_tasks.mortar_mayhem:MortarMayhemEnv"),
     "MysteryPath": ("memory_tasks/MysteryPath-v0", "memory_tasks.mystery_path:MysteryPathEnv"),
+}
+
+# How pixel observations are drawn from the symbolic codes (see gridworld.render_batch).
+PIXEL_STYLE: dict[str, str] = {
+    "memory_tasks/Hallway-v0": "ltmb",
+    "memory_tasks/Ordering-v0": "ltmb",
+    "memory_tasks/Counting-v0": "ltmb",
+    "memory_tasks/MortarMayhem-v0": "arena",
+    "memory_tasks/MysteryPath-v0": "arena",
 }
 
 for _name, (_id, _entry) in TASKS.items():

@@ -64,3 +64,51 @@ def arena_pixels(symbolic: np.ndarray) -> np.ndarray:
 def agent_code(direction: int, on_deadly: bool = False) -> tuple[int, int, int]:
     """The symbolic code of the agent's cell in a whole-arena view."""
     return (AGENT, int(direction), 1 if on_deadly else 0)
+
+
+# ---- fast batch rendering: every 12x12 tile depends only on its cell's code (and, in the LTMB view, on
+# whether it is the agent's cell), so a table of all tiles turns a batch of codes into pixels by indexing.
+
+_TABLES: dict[str, np.ndarray] = {}
+
+
+def tile_table(style: str) -> np.ndarray:
+    """(2, 11, 6, 3, 12, 12, 3) uint8: [slot, object, colour, state] -> tile; slot 1 = LTMB agent cell."""
+    if style not in _TABLES:
+        table = np.zeros((2, 11, 6, 3, TILE_PIXELS, TILE_PIXELS, 3), dtype=np.uint8)
+        for kind in range(11):
+            for colour in range(6):
+                for state in range(3):
+                    for slot in range(2):
+                        table[slot, kind, colour, state] = _tile(style, slot, kind, colour, state)
+        _TABLES[style] = table
+    return _TABLES[style]
+
+
+def _tile(style: str, slot: int, kind: int, colour: int, state: int) -> np.ndarray:
+    if style == "arena" and kind == AGENT:
+        obj, agent_dir = (Lava() if state == 1 else None), colour % 4
+    else:
+        try:
+            obj = WorldObj.decode(kind, colour, state)
+        except (AssertionError, KeyError):
+            obj = None
+        agent_dir = 3 if (style == "ltmb" and slot == 1) else None
+    return Grid.render_tile(obj, agent_dir=agent_dir, highlight=style == "ltmb", tile_size=TILE_PIXELS)
+
+
+def slot_map(style: str) -> np.ndarray:
+    """(7, 7) slot per cell: 1 at the LTMB agent cell [3, 6], else 0."""
+    slots = np.zeros((7, 7), dtype=np.int64)
+    if style == "ltmb":
+        slots[3, 6] = 1
+    return slots
+
+
+def render_batch(codes: np.ndarray, style: str) -> np.ndarray:
+    """(..., 7, 7, 3) symbolic codes -> (..., 84, 84, 3) pixels, equal to the per-observation renders."""
+    lead = codes.shape[:-3]
+    c = codes.reshape(-1, 7, 7, 3).astype(np.int64)
+    tiles = tile_table(style)[slot_map(style), c[..., 0], c[..., 1], c[..., 2]]  # (N, x, y, 12, 12, 3)
+    img = tiles.transpose(0, 2, 3, 1, 4, 5).reshape(-1, 7 * TILE_PIXELS, 7 * TILE_PIXELS, 3)
+    return img.reshape(*lead, 7 * TILE_PIXELS, 7 * TILE_PIXELS, 3)

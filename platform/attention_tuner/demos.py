@@ -1,0 +1,375 @@
+"""Demonstrations: Ray actors roll out the task experts and store annotated episodes as Parquet datasets.
+
+A dataset is a directory::
+
+    <root>/<Task>-<key>/manifest.json         what was asked, what came out, a sha256 per shard
+    <root>/<Task>-<key>/shard-00000.parquet   one row per successful episode (symbolic observations)
+
+``key`` is a hash of the request (task id, its keyword arguments, episode count, first seed, schema), so
+the same request finds the same directory: a finished dataset is returned as it is, and an interrupted
+generation resumes by writing only the shards that are missing. Each shard covers a fixed range of
+environment seeds, is written to a temporary name and renamed when complete, so a shard on disk is
+always whole. Failed expert episodes are counted in the manifest and left out; shards are added until
+the dataset holds the requested number of successful episodes (the last one is cut when loading).
+
+Observations are stored in the symbolic encoding only: in pixel mode they are a pure function of it
+(``memory_tasks`` renders them), so a pixel dataset costs what a symbolic one does. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import memory_tasks
+from attention_tuner import __version__
+from attention_tuner.config import EVAL_SEED_BASE
+
+SCHEMA_VERSION = 1
+SHARD_EPISODES = 250  # episodes (seeds) per shard: small enough to resume cheaply, large enough to compress well
+MANIFEST = "manifest.json"
+
+SCHEMA = pa.schema(
+    [
+        ("seed", pa.int64()),
+        ("length", pa.int32()),
+        ("success", pa.bool_()),
+        ("return", pa.float32()),
+        ("obs", pa.binary()),  # (length, 7, 7, 3) uint8, C order
+        ("actions", pa.list_(pa.int8())),
+        ("rewards", pa.list_(pa.float32())),
+        ("pair_p", pa.list_(pa.int32())),  # memory dependency pairs (p, q) in timestep space
+        ("pair_q", pa.list_(pa.int32())),
+    ]
+)
+
+
+class DatasetError(ValueError):
+    """A problem with a dataset on disk: one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to generate: ``episodes`` successful expert episodes from seeds ``seed, seed + 1, ...``."""
+
+    task: str
+    kwargs: dict[str, Any]
+    episodes: int
+    seed: int = 0
+
+    @property
+    def env_id(self) -> str:
+        return memory_tasks.resolve_task(self.task)
+
+    @property
+    def key(self) -> str:
+        body = json.dumps(
+            {"env_id": self.env_id, "kwargs": self.kwargs, "episodes": self.episodes, "seed": self.seed,
+             "schema": SCHEMA_VERSION},
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def directory(self, root: str | Path) -> Path:
+        short = self.env_id.removeprefix("memory_tasks/").removesuffix("-v0")
+        return Path(root).resolve() / f"{short}-{self.key}"
+
+
+def check_request(req: Request) -> Request:
+    """Reject bad requests before anything starts (one-line ValueErrors naming the field)."""
+    req.env_id  # noqa: B018 - raises ValueError for an unknown task
+    if isinstance(req.episodes, bool) or not isinstance(req.episodes, int) or req.episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {req.episodes!r}")
+    if isinstance(req.seed, bool) or not isinstance(req.seed, int) or req.seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {req.seed!r}")
+    # Room for failed episodes (a shard at a time) must stay clear of the evaluation seeds.
+    if req.seed + 2 * req.episodes + SHARD_EPISODES >= EVAL_SEED_BASE:
+        raise ValueError(f"seed: training seeds must stay below {EVAL_SEED_BASE}, which are kept for evaluation")
+    memory_tasks.make(req.task, **req.kwargs).close()  # unknown or bad task parameters raise here
+    return req
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+def shard_seeds(req: Request, index: int) -> tuple[int, int]:
+    start = req.seed + index * SHARD_EPISODES
+    return start, start + SHARD_EPISODES
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------- one shard, anywhere
+
+
+def episodes_table(episodes: Iterable[memory_tasks.Episode]) -> pa.Table:
+    rows: dict[str, list] = {name: [] for name in SCHEMA.names}
+    for ep in episodes:
+        rows["seed"].append(ep.seed)
+        rows["length"].append(ep.length)
+        rows["success"].append(ep.success)
+        rows["return"].append(ep.total_return)
+        rows["obs"].append(np.ascontiguousarray(ep.symbolic, dtype=np.uint8).tobytes())
+        rows["actions"].append(ep.actions.astype(np.int8))
+        rows["rewards"].append(ep.rewards.astype(np.float32))
+        rows["pair_p"].append(ep.pairs[:, 0].astype(np.int32))
+        rows["pair_q"].append(ep.pairs[:, 1].astype(np.int32))
+    return pa.Table.from_pydict(rows, schema=SCHEMA)
+
+
+def write_shard(env_id: str, kwargs: dict[str, Any], seeds: tuple[int, int], path: str) -> dict[str, Any]:
+    """Roll out the expert on ``range(*seeds)``, write the successful episodes to ``path`` atomically."""
+    env = memory_tasks.make(env_id, obs_mode="symbolic", **kwargs)
+    kept, failed, steps = [], 0, 0
+    for seed in range(*seeds):
+        ep = memory_tasks.rollout(env, seed)
+        steps += ep.length
+        if ep.success:
+            kept.append(ep)
+        else:
+            failed += 1
+    env.close()
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    pq.write_table(episodes_table(kept), tmp, compression="zstd", compression_level=9)
+    os.replace(tmp, final)
+    return shard_entry(final, seeds, len(kept), failed, steps)
+
+
+def shard_entry(path: Path, seeds: tuple[int, int], episodes: int, failed: int, steps: int) -> dict[str, Any]:
+    return {"file": path.name, "seeds": list(seeds), "episodes": episodes, "failed": failed, "steps": steps,
+            "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def existing_shard(path: Path, seeds: tuple[int, int]) -> dict[str, Any] | None:
+    """The entry of a shard a previous (interrupted) run finished, or None if it must be (re)written."""
+    if not path.is_file():
+        return None
+    try:
+        meta = pq.read_metadata(path)
+        table = pq.read_table(path, columns=["length", "seed"])
+    except Exception:  # a damaged leftover: regenerate it
+        return None
+    seeds_in = table.column("seed").to_numpy()
+    if meta.num_rows and (seeds_in.min() < seeds[0] or seeds_in.max() >= seeds[1]):
+        return None
+    kept = meta.num_rows
+    return shard_entry(path, seeds, kept, (seeds[1] - seeds[0]) - kept, int(table.column("length").to_numpy().sum()))
+
+
+# -------------------------------------------------------------------------------------- the Ray actors
+
+
+def _shard_worker_class():
+    import ray
+
+    @ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+    class ShardWorker:
+        """Rolls out the expert on one seed range at a time; a killed worker is restarted and its range redone."""
+
+        def write(self, env_id: str, kwargs: dict[str, Any], seeds: tuple[int, int], path: str) -> dict[str, Any]:
+            return write_shard(env_id, kwargs, seeds, path)
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    return ShardWorker
+
+
+def default_actors() -> int:
+    import ray
+
+    cpus = ray.available_resources().get("CPU", 1.0)
+    return max(1, int(cpus // 0.5) // 2 or 1)  # one actor per free CPU, each asking for half of one
+
+
+class Progress:
+    """A one-line progress bar on stderr: episodes done, rate, time left."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.done, self.start, self.last = 0, time.perf_counter(), 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self.last > 0.5 or self.done >= self.total):
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            end = "\n" if self.done >= self.total else ""
+            print(f"\r{self.label}: {self.done}/{self.total} episodes  {rate:6.1f} ep/s  ~{left:4.0f}s left ",
+                  end=end, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------- generation
+
+
+def generate(
+    task: str,
+    kwargs: dict[str, Any] | None = None,
+    episodes: int = 1000,
+    seed: int = 0,
+    root: str | Path = "datasets",
+    actors: int | None = None,
+    progress: bool = True,
+    on_shard: Callable[[dict[str, Any]], None] | None = None,
+    on_actors: Callable[[list[Any]], None] | None = None,
+) -> Path:
+    """Generate (or find) a dataset and return its directory.
+
+    ``actors=0`` rolls out in this process (no Ray); otherwise a pool of Ray actors (``None``: sized to the
+    CPUs Ray has) writes shards in parallel. Ray is started locally if it is not running. ``on_shard`` is
+    called with each finished shard's entry, ``on_actors`` with the actor handles once they exist.
+    """
+    req = check_request(Request(task, dict(kwargs or {}), episodes, seed))
+    out = req.directory(root)
+    if (out / MANIFEST).is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    entries: dict[int, dict[str, Any]] = {}
+    bar = Progress(req.episodes, f"generate {req.env_id}", progress)
+
+    def collected() -> int:
+        return sum(e["episodes"] for e in entries.values())
+
+    def record(index: int, entry: dict[str, Any]) -> None:
+        entries[index] = entry
+        bar.update(min(entry["episodes"], max(req.episodes - (collected() - entry["episodes"]), 0)))
+        if on_shard:
+            on_shard(entry)
+
+    planned = math.ceil(req.episodes / SHARD_EPISODES)
+    next_index = 0
+    pool = _Pool(actors) if actors != 0 else None
+    if pool is not None and on_actors is not None:
+        on_actors(pool.actors)
+    try:
+        while collected() < req.episodes:
+            # Plan enough shards for what is missing, assuming the failure rate seen so far.
+            todo = list(range(next_index, max(planned, next_index + 1)))
+            next_index = todo[-1] + 1
+            missing = []
+            for i in todo:
+                path = out / shard_name(i)
+                entry = existing_shard(path, shard_seeds(req, i))
+                if entry is not None:
+                    record(i, entry)
+                else:
+                    missing.append(i)
+            jobs = [(req.env_id, req.kwargs, shard_seeds(req, i), str(out / shard_name(i))) for i in missing]
+            if pool is None:
+                for i, job in zip(missing, jobs, strict=True):
+                    record(i, write_shard(*job))
+            else:
+                for i, entry in pool.run(missing, jobs):
+                    record(i, entry)
+            ok = collected()
+            tried = sum(e["episodes"] + e["failed"] for e in entries.values())
+            if ok == 0 and tried >= 4 * SHARD_EPISODES:
+                raise RuntimeError(f"the {req.env_id} expert failed on all {tried} seeds tried")
+            rate = ok / max(tried, 1)
+            planned = next_index + math.ceil((req.episodes - ok) / max(rate * SHARD_EPISODES, 1))
+    finally:
+        if pool is not None:
+            pool.close()
+    write_manifest(out, req, [entries[i] for i in sorted(entries)])
+    return out
+
+
+class _Pool:
+    """A small pool of shard workers on the local or connected Ray cluster."""
+
+    def __init__(self, actors: int | None):
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        n = actors if actors is not None else default_actors()
+        worker = _shard_worker_class()
+        self.actors = [worker.remote() for _ in range(max(1, n))]
+
+    def run(self, indices: list[int], jobs: list[tuple]) -> Iterable[tuple[int, dict[str, Any]]]:
+        import ray
+
+        queue = list(zip(indices, jobs, strict=True))
+        running: dict[Any, int] = {}
+        idle = list(self.actors)
+        while queue or running:
+            while queue and idle:
+                i, job = queue.pop(0)
+                actor = idle.pop()
+                running[actor.write.remote(*job)] = (i, actor)
+            done, _ = ray.wait(list(running), num_returns=1)
+            i, actor = running.pop(done[0])
+            idle.append(actor)
+            yield i, ray.get(done[0])
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+
+
+def write_manifest(out: Path, req: Request, shards: list[dict[str, Any]]) -> None:
+    kept = sum(s["episodes"] for s in shards)
+    failed = sum(s["failed"] for s in shards)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "package_version": __version__,
+        "task": req.env_id,
+        "kwargs": req.kwargs,
+        "request": {"episodes": req.episodes, "seed": req.seed, "key": req.key},
+        "observations": "symbolic (7, 7, 3) uint8; pixels are rendered from them when loading",
+        "episodes": req.episodes,
+        "episodes_on_disk": kept,
+        "failed": failed,
+        "expert_success_rate": kept / max(kept + failed, 1),
+        "seed_range": [req.seed, shards[-1]["seeds"][1] if shards else req.seed],
+        "shards": shards,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    m = p / MANIFEST
+    if not m.is_file():
+        raise DatasetError(f"{m}: missing manifest (not a dataset, or its generation did not finish)")
+    try:
+        manifest = json.loads(m.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{m}: manifest is not valid JSON ({e.msg})") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise DatasetError(f"{m}: schema version {manifest.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")
+    return manifest

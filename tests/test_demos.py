@@ -1,0 +1,148 @@
+"""Generation and storage of expert datasets (attention_tuner.demos)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from attention_tuner import datasets, demos
+from attention_tuner.config import EVAL_SEED_BASE
+
+REQ = {"task": "Ordering", "kwargs": {"length": 3}, "episodes": 10, "seed": 0}
+
+
+@pytest.fixture
+def small_shards(monkeypatch):
+    monkeypatch.setattr(demos, "SHARD_EPISODES", 3)
+
+
+def shard_hashes(path):
+    return [s["sha256"] for s in json.loads((path / "manifest.json").read_text())["shards"]]
+
+
+def test_same_request_identical_content_and_reused(tmp_path, small_shards):
+    a = demos.generate(**REQ, root=tmp_path / "a", actors=0, progress=False)
+    b = demos.generate(**REQ, root=tmp_path / "b", actors=0, progress=False)
+    assert a.name == b.name  # content-addressed
+    assert shard_hashes(a) == shard_hashes(b)
+    before = (a / "manifest.json").stat().st_mtime_ns
+    again = demos.generate(**REQ, root=tmp_path / "a", actors=0, progress=False)
+    assert again == a and (a / "manifest.json").stat().st_mtime_ns == before  # found, not regenerated
+    other = demos.generate(**{**REQ, "seed": 50}, root=tmp_path / "a", actors=0, progress=False)
+    assert other != a
+
+
+def test_manifest_and_loaded_episodes_match_the_expert(tmp_path, small_shards):
+    import memory_tasks
+
+    path = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["task"] == "memory_tasks/Ordering-v0" and manifest["kwargs"] == {"length": 3}
+    assert manifest["episodes"] == 10 and manifest["failed"] == 0 and manifest["expert_success_rate"] == 1.0
+    assert manifest["schema_version"] == demos.SCHEMA_VERSION and manifest["package_version"]
+    assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
+    d = datasets.load(path)
+    assert len(d) == 10 and list(d.seeds) == list(range(10))
+    env = memory_tasks.make("Ordering", length=3)
+    for i in (0, 7):
+        ep = memory_tasks.rollout(env, int(d.seeds[i]))
+        np.testing.assert_array_equal(d.episode_obs(i), ep.symbolic)  # lossless
+        np.testing.assert_array_equal(d.episode_actions(i), ep.actions)
+        np.testing.assert_array_equal(d.pairs[i], ep.pairs)
+
+
+def test_failed_episodes_are_counted_and_left_out(tmp_path, small_shards, monkeypatch):
+    import memory_tasks
+
+    real = memory_tasks.rollout
+
+    def flaky(env, seed, max_steps=None):  # every third seed "fails"
+        ep = real(env, seed, max_steps)
+        return ep if seed % 3 else ep.__class__(**{**ep.__dict__, "success": False})
+
+    monkeypatch.setattr(memory_tasks, "rollout", flaky)
+    path = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    m = json.loads((path / "manifest.json").read_text())
+    d = datasets.load(path)
+    assert len(d) == 10 and not (d.seeds % 3 == 0).any()
+    assert m["failed"] >= 4 and m["expert_success_rate"] < 1.0
+
+
+def test_interrupted_generation_resumes_only_missing_shards(tmp_path, small_shards):
+    full = demos.generate(**REQ, root=tmp_path / "full", actors=0, progress=False)
+    part = demos.generate(**REQ, root=tmp_path / "part", actors=0, progress=False)
+    # Simulate a crash: no manifest yet, one shard never written, a half-written temporary left behind.
+    (part / "manifest.json").unlink()
+    (part / "shard-00001.parquet").unlink()
+    (part / ".shard-00002.parquet.999.tmp").write_bytes(b"PAR1 half")
+    survivors = {p.name: p.stat().st_mtime_ns for p in part.glob("shard-*.parquet")}
+    written = []
+    demos.generate(**REQ, root=tmp_path / "part", actors=0, progress=False, on_shard=written.append)
+    assert shard_hashes(part) == shard_hashes(full)
+    for name, mtime in survivors.items():
+        assert (part / name).stat().st_mtime_ns == mtime, f"{name} was rewritten"
+
+
+def test_ray_actors_with_a_killed_actor_give_the_same_dataset(tmp_path, small_shards, ray_local):
+    reference = demos.generate(**REQ, root=tmp_path / "ref", actors=0, progress=False)
+    killed, pool = [], {}
+
+    def on_shard(_entry):  # after the first shard, SIGKILL a worker process: Ray restarts it, retries its range
+        if not killed:
+            pid = ray_local.get(pool["actors"][0].pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    path = demos.generate(**REQ, root=tmp_path / "ray", actors=2, progress=False, on_shard=on_shard,
+                          on_actors=lambda actors: pool.update(actors=actors))
+    assert killed, "no actor was killed"
+    assert shard_hashes(path) == shard_hashes(reference)
+
+
+def test_corrupted_missing_and_foreign_shards_are_named(tmp_path, small_shards):
+    path = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    shard = path / "shard-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(demos.DatasetError, match="shard-00001.parquet: checksum mismatch"):
+        datasets.load(path)
+    shard.unlink()
+    with pytest.raises(demos.DatasetError, match="shard-00001.parquet: .*missing"):
+        datasets.load(path)
+    with pytest.raises(demos.DatasetError, match="missing manifest"):
+        datasets.load(tmp_path)
+    m = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**m, "schema_version": 99}))
+    with pytest.raises(demos.DatasetError, match="schema version 99"):
+        datasets.load(path)
+
+
+def test_bad_requests_fail_before_anything_is_written(tmp_path):
+    cases = [
+        ({**REQ, "task": "Maze"}, "unknown task"),
+        ({**REQ, "episodes": 0}, "episodes"),
+        ({**REQ, "seed": -1}, "seed"),
+        ({**REQ, "seed": EVAL_SEED_BASE - 5}, "evaluation"),
+        ({**REQ, "kwargs": {"lenght": 3}}, "lenght"),
+        ({**REQ, "kwargs": {"length": 0}}, "length"),
+    ]
+    for request, message in cases:
+        with pytest.raises(ValueError, match=message):
+            demos.generate(**request, root=tmp_path, actors=0, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_storage_is_compact_and_not_pickled(tmp_path):
+    path = demos.generate(**{**REQ, "episodes": 250}, root=tmp_path, actors=0, progress=False)
+    m = json.loads((path / "manifest.json").read_text())
+    steps = sum(s["steps"] for s in m["shards"])
+    assert sum(s["bytes"] for s in m["shards"]) / steps < 210  # the reference's pickles: ~210 B/step
+    for shard in path.glob("shard-*.parquet"):
+        assert shard.read_bytes()[:4] == b"PAR1"
+        assert pq.read_schema(shard).names == demos.SCHEMA.names

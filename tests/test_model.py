@@ -1,0 +1,214 @@
+"""AttentionTuner model: causality, attention probabilities, cached decoding, sizes, argument checks."""
+
+import math
+
+import pytest
+import torch
+
+from attention_tuner.model import OBS_SHAPES, AttentionTuner
+
+A = 7  # MiniGrid's action count
+
+
+def small(obs_mode="symbolic", supervised=((1, 1),), seed=0, **kw):
+    torch.manual_seed(seed)
+    args = dict(obs_mode=obs_mode, n_actions=A, d_model=32, n_layers=2, n_heads=2, d_ff=64, supervised=supervised)
+    return AttentionTuner(**{**args, **kw}).eval()
+
+
+def batch(B, T, obs_mode="symbolic", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hi = 11 if obs_mode == "symbolic" else 256  # symbolic codes of any of the three fields
+    obs = torch.randint(0, hi, (B, T, *OBS_SHAPES[obs_mode]), generator=g).to(torch.uint8)
+    return obs, torch.randint(0, A, (B, T), generator=g)
+
+
+@pytest.mark.parametrize("obs_mode, lo, hi", [("symbolic", 14.3e6, 14.7e6), ("pixels", 14.3e6, 14.7e6)])
+def test_reference_size_parameter_count(obs_mode, lo, hi):
+    net = AttentionTuner(obs_mode=obs_mode, n_actions=A, supervised=[(1, 1)])
+    assert lo <= net.num_parameters() <= hi
+
+
+def test_shapes_and_no_supervision_returns_none():
+    obs, act = batch(3, 5)
+    logits, attn = small()(obs, act)
+    assert logits.shape == (3, 5, A) and attn.shape == (3, 1, 10, 10) and attn.dtype == torch.float32
+    logits, attn = small(supervised=())(obs, act)
+    assert attn is None and logits.shape == (3, 5, A)
+
+
+def test_causal_outputs_at_t_ignore_everything_after_t():
+    net = small(supervised=((0, 0), (1, 1)))
+    obs, act = batch(2, 8)
+    logits, attn = net(obs, act)
+    for t in (0, 3, 6):
+        obs2, act2 = obs.clone(), act.clone()
+        obs2[:, t + 1 :] = torch.randint(0, 11, obs2[:, t + 1 :].shape, dtype=torch.uint8)
+        act2[:, t:] = (act2[:, t:] + 1) % A  # a_t comes after o_t: the logits for a_t cannot see it
+        logits2, attn2 = net(obs2, act2)
+        torch.testing.assert_close(logits2[:, : t + 1], logits[:, : t + 1], rtol=0, atol=1e-6)
+        # attention rows of tokens up to o_t are unchanged as well
+        torch.testing.assert_close(attn2[:, :, : 2 * t + 1], attn[:, :, : 2 * t + 1], rtol=0, atol=1e-6)
+        assert not torch.allclose(logits2[:, t + 1 :], logits[:, t + 1 :])  # the change did reach later steps
+
+
+@pytest.mark.parametrize("pad_action", [0, -100])
+def test_right_padding_changes_nothing_and_makes_no_nan(pad_action):
+    net = small(supervised=((0, 1), (1, 0)))
+    obs, act = batch(2, 5)
+    logits, attn = net(obs, act)
+    pad_obs = torch.zeros(2, 4, *OBS_SHAPES["symbolic"], dtype=torch.uint8)
+    pad_act = torch.full((2, 4), pad_action)
+    logits_p, attn_p = net(torch.cat([obs, pad_obs], 1), torch.cat([act, pad_act], 1))
+    assert torch.isfinite(logits_p).all() and torch.isfinite(attn_p).all()
+    torch.testing.assert_close(logits_p[:, :5], logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(attn_p[:, :, :10, :10], attn, rtol=0, atol=1e-6)
+
+
+def test_attention_rows_are_causal_probabilities():
+    net = small(supervised=((0, 0), (1, 1), (1, 0)))
+    logits, attn = net(*batch(2, 6))
+    L = attn.shape[-1]
+    assert (attn >= 0).all()
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 3, L))
+    assert (attn.triu(diagonal=1) == 0).all()  # exactly zero above the diagonal
+
+
+def test_supervised_order_and_mixed_fused_heads_match_all_fused():
+    obs, act = batch(2, 6)
+    net = small(supervised=((1, 1), (0, 0), (1, 0)))
+    swapped = small(supervised=((0, 0), (1, 0), (1, 1)))
+    fused = small(supervised=())
+    swapped.load_state_dict(net.state_dict())
+    fused.load_state_dict(net.state_dict())
+    logits, attn = net(obs, act)
+    logits_s, attn_s = swapped(obs, act)
+    torch.testing.assert_close(attn_s, attn[:, [1, 2, 0]])  # returned in the order given
+    # explicit + fused heads, reassembled in head order, give the all-fused model's outputs
+    torch.testing.assert_close(logits, fused(obs, act)[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits_s, logits, rtol=0, atol=1e-5)
+
+
+def test_returned_attention_is_the_heads_softmax():
+    net = small(supervised=((1, 1),))
+    obs, act = batch(1, 4)
+    seen = {}
+    net.blocks[1].register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    _, attn = net(obs, act)
+    x = seen["x"][0]  # (L, C) input of layer 1
+    C, hs = 32, 16
+    W, b = net.blocks[1].qkv.weight, net.blocks[1].qkv.bias
+    q = (x @ W[:C].T + b[:C])[:, hs:]  # head 1 of the query projection
+    k = (x @ W[C : 2 * C].T + b[C : 2 * C])[:, hs:]
+    s = (q @ k.T) / math.sqrt(hs)
+    L = s.shape[0]
+    expected = s.masked_fill(torch.ones(L, L).triu(1).bool(), float("-inf")).softmax(-1)
+    torch.testing.assert_close(attn[0, 0], expected)
+
+
+@pytest.mark.parametrize("obs_mode", ["symbolic", "pixels"])
+@pytest.mark.parametrize("T", [1, 6, 13])
+def test_incremental_decoding_equals_full_forward(obs_mode, T):
+    net = small(obs_mode, supervised=((0, 1),))
+    obs, act = batch(3, T, obs_mode, seed=T)
+    logits, _ = net(obs, act)
+    cache = net.new_cache(3, capacity=4)  # small first allocation: exercises the buffer growth
+    steps = [net.step(cache, obs[:, t], None if t == 0 else act[:, t - 1]) for t in range(T)]
+    assert cache.t == T and cache.length == 2 * T - 1
+    torch.testing.assert_close(torch.stack(steps, 1), logits, rtol=0, atol=1e-5)
+
+
+def test_cache_select_keeps_decoding_the_remaining_rows():
+    net = small()
+    obs, act = batch(3, 7)
+    logits, _ = net(obs, act)
+    cache = net.new_cache(3)
+    for t in range(3):
+        net.step(cache, obs[:, t], None if t == 0 else act[:, t - 1])
+    keep = torch.tensor([2, 0])
+    cache.select(keep)
+    out = [net.step(cache, obs[keep, t], act[keep, t - 1]) for t in range(3, 7)]
+    torch.testing.assert_close(torch.stack(out, 1), logits[keep, 3:], rtol=0, atol=1e-5)
+
+
+def test_symbolic_codes_out_of_range_are_clamped():
+    net = small()
+    obs, act = batch(1, 3)
+    bad = obs.clone()
+    bad[..., 0], bad[..., 1], bad[..., 2] = 250, 17, 9  # beyond object / colour / state ranges
+    clamped = obs.clone()
+    clamped[..., 0], clamped[..., 1], clamped[..., 2] = 10, 5, 2
+    torch.testing.assert_close(net(bad, act)[0], net(clamped, act)[0])
+
+
+def test_training_mode_gradients_reach_supervised_attention():
+    net = small(supervised=((1, 0),)).train()
+    logits, attn = net(*batch(2, 5))
+    (logits.sum() + attn[:, :, 4, 2].sum()).backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_autocast_keeps_attention_in_float32():
+    net = small(supervised=((0, 0),))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, attn = net(*batch(2, 4))
+    assert attn.dtype == torch.float32 and torch.isfinite(logits).all()
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 1, 8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_autocast_forward_and_cached_step(dtype):
+    net = small(supervised=((1, 1),)).cuda()
+    obs, act = (z.cuda() for z in batch(2, 6))
+    ref, _ = net(obs, act)
+    with torch.autocast("cuda", dtype=dtype):
+        logits, attn = net(obs, act)
+        cache = net.new_cache(2)
+        steps = [net.step(cache, obs[:, t], None if t == 0 else act[:, t - 1]) for t in range(6)]
+    assert attn.dtype == torch.float32
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, 1, 12, device="cuda"))
+    torch.testing.assert_close(logits.float(), ref, rtol=0, atol=0.1)
+    torch.testing.assert_close(torch.stack(steps, 1).float(), ref, rtol=0, atol=0.1)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(obs_mode="rgb"), "obs_mode"),
+        (dict(n_actions=0), "n_actions"),
+        (dict(d_model=30, n_heads=4), "divisible by n_heads"),
+        (dict(d_model=9, n_heads=3), "even"),
+        (dict(n_layers=0), "n_layers"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(supervised=((2, 0),)), "out of range"),
+        (dict(supervised=((0, 2),)), "out of range"),
+        (dict(supervised=((0, -1),)), "out of range"),
+        (dict(supervised=((0, 0), (0, 0))), "duplicate"),
+        (dict(supervised=((0, 0, 1),)), "pairs"),
+        (dict(supervised=(1, 1)), "pairs"),
+    ],
+)
+def test_invalid_arguments_raise(kw, match):
+    with pytest.raises(ValueError, match=match):
+        small(**kw)
+
+
+def test_invalid_inputs_raise():
+    net = small()
+    obs, act = batch(2, 3)
+    with pytest.raises(ValueError, match="uint8"):
+        net(obs.float(), act)
+    with pytest.raises(ValueError, match="shape"):
+        net(obs[..., :2], act)
+    with pytest.raises(ValueError, match="actions must have shape"):
+        net(obs, act[:, :2])
+    cache = net.new_cache(2)
+    with pytest.raises(ValueError, match="None at the first step"):
+        net.step(cache, obs[:, 0], act[:, 0])
+    net.step(cache, obs[:, 0])
+    with pytest.raises(ValueError, match="prev_action"):
+        net.step(cache, obs[:, 1])
+    with pytest.raises(ValueError, match="batch"):
+        net.step(cache, obs[:1, 1], act[:1, 0])
