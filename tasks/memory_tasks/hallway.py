@@ -94,6 +94,10 @@ WALL_CODE = (WALL, GREY, 0)
 EMPTY_CODE = (EMPTY, 0, 0)
 
 
+def _mission() -> str:  # a named function, not a lambda, so the env pickles
+    return MISSION
+
+
 def symbolic_to_pixels(symbolic: np.ndarray) -> np.ndarray:
     """The (84, 84, 3) pixel observation of a symbolic view: MiniGrid's point-of-view render."""
     return ltmb_pixels(symbolic)
@@ -115,7 +119,7 @@ class HallwayEnv(MiniGridEnv):
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
         self.size = 4 * self.length + 5
         super().__init__(
-            mission_space=MissionSpace(mission_func=lambda: MISSION),
+            mission_space=MissionSpace(mission_func=_mission),
             width=self.size,
             height=self.size,
             max_steps=max(16, self.size + 20),
@@ -126,9 +130,29 @@ class HallwayEnv(MiniGridEnv):
         )
         self.observation_space = core.observation_space(self.obs_mode)
         self.symbolic_obs = np.zeros(core.SYMBOLIC_SHAPE, dtype=np.uint8)
-        self._codes = np.zeros((self.size + 2 * PAD, self.size + 2 * PAD, 3), dtype=np.uint8)
+        self._walls, self._wall_codes = self._static_layout()
+        self._codes = self._wall_codes.copy()
 
     # ---- layout
+
+    def _static_layout(self) -> tuple[Grid, np.ndarray]:
+        """The walls, the same in every episode: a grid and its padded symbolic codes, built once."""
+        n, c = self.size, self.size // 2
+        grid = Grid(n, n)
+        codes = np.empty((n + 2 * PAD, n + 2 * PAD, 3), dtype=np.uint8)
+        codes[:] = WALL_CODE  # the padding reads as walls, as MiniGrid's out-of-grid cells do
+        codes[PAD + 1 : PAD + n - 1, PAD + 1 : PAD + n - 1] = EMPTY_CODE
+        wall = Wall()  # walls are stateless: one instance serves every wall cell
+        cells = [(i, 0) for i in range(n)] + [(i, n - 1) for i in range(n)]
+        cells += [(0, j) for j in range(n)] + [(n - 1, j) for j in range(n)]
+        cells += [(x, c + dy) for x in range(1, 5) for dy in (-2, 2)] + [(4, c - 1), (4, c + 1)]  # start room
+        cells += [(x, c + dy) for x in range(5, n - 2) for dy in (-1, 1)]  # corridor
+        for x in range(6, n - 2, 4):  # hallway k at x + 1 = 7 + 4k: walled left, right and at the back
+            cells += [(wx, c + dy) for wx in (x, x + 2) for dy in (-3, -2, 2, 3)] + [(x + 1, c - 3), (x + 1, c + 3)]
+        for x, y in cells:
+            grid.set(x, y, wall)
+            codes[PAD + x, PAD + y] = WALL_CODE
+        return grid, codes
 
     def _put(self, x: int, y: int, obj: WorldObj | None) -> None:
         """Set a grid cell and its symbolic code together."""
@@ -144,39 +168,20 @@ class HallwayEnv(MiniGridEnv):
         return kind(colour)
 
     def _gen_grid(self, width: int, height: int) -> None:
+        # Random draws in the original's order (same seed, same layout): target, then per hallway the
+        # upper and lower door colours and objects, then the target hallway and side.
         self.mission = MISSION
         self.grid = Grid(width, height)
-        self._codes[:] = WALL_CODE  # the padding reads as walls, as MiniGrid's out-of-grid cells do
-        self._codes[PAD + 1 : PAD + width - 1, PAD + 1 : PAD + height - 1] = EMPTY_CODE
-        wall = Wall()  # walls are stateless: one instance serves every wall cell (a faster reset)
-        self.grid.horz_wall(0, 0, obj_type=lambda: wall)
-        self.grid.horz_wall(0, height - 1, obj_type=lambda: wall)
-        self.grid.vert_wall(0, 0, obj_type=lambda: wall)
-        self.grid.vert_wall(width - 1, 0, obj_type=lambda: wall)
-
+        self.grid.grid = list(self._walls.grid)  # the walls, then the drawn doors and objects on top
+        self._codes[:] = self._wall_codes
         self.target_color = self._rand_elem(COLOR_NAMES)
         self.target_obj = self._rand_elem([Key, Ball, Box])
-
         c = height // 2
-        for x in range(1, 5):  # start room
-            self._put(x, c - 2, wall)
-            self._put(x, c + 2, wall)
-        self._put(4, c - 1, wall)
-        self._put(4, c + 1, wall)
-        for x in range(5, width - 2):  # corridor
-            self._put(x, c - 1, wall)
-            self._put(x, c + 1, wall)
-        for x in range(6, width - 2, 4):  # hallway k: walls at x and x + 2, doors and objects at x + 1
-            for dy in (2, 3):
-                for wx in (x, x + 2):
-                    self._put(wx, c - dy, wall)
-                    self._put(wx, c + dy, wall)
-            self._put(x + 1, c - 3, wall)
-            self._put(x + 1, c + 3, wall)
-            self._put(x + 1, c - 1, Door(self._rand_elem(COLOR_NAMES)))
-            self._put(x + 1, c + 1, Door(self._rand_elem(COLOR_NAMES)))
-            self._put(x + 1, c - 2, self._rand_obj())
-            self._put(x + 1, c + 2, self._rand_obj())
+        for x in range(7, width - 1, 4):
+            self._put(x, c - 1, Door(self._rand_elem(COLOR_NAMES)))
+            self._put(x, c + 1, Door(self._rand_elem(COLOR_NAMES)))
+            self._put(x, c - 2, self._rand_obj())
+            self._put(x, c + 2, self._rand_obj())
 
         self.agent_pos = (2, c)
         self.agent_dir = 0

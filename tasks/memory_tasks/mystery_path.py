@@ -304,12 +304,17 @@ class MysteryPathExpert:
         self.plan: list[tuple[int, Cell | None]] = []  # (action, cell entered next) up to and including the try
         self.tip: Cell = env.agent_pos
 
-    def goal_distance(self, cell: Cell) -> int:
-        return min(abs(cell[axis] - line) for axis, line in self.goal_edges)
+    def rank(self, cell: Cell, tip: Cell, cost: int) -> tuple[float, ...]:
+        """Sort key of a neighbour ``cell`` of ``tip`` to try, reached after ``cost`` actions: lowest first.
 
-    def rank(self, cell: Cell, tip: Cell, cost: int) -> tuple[int, ...]:
-        """Sort key of a neighbour ``cell`` of ``tip`` to try, reached after ``cost`` actions: lowest first."""
-        return (self.goal_distance(cell) - self.goal_distance(tip), cost)
+        Nearer the goal edge first; for a corner start, nearer both candidate edges; then nearer the middle
+        of the goal edge (the goal is uniform along it); then fewer actions.
+        """
+        middle = (self.size - 1) / 2
+        across = [abs(cell[axis] - line) for axis, line in self.goal_edges]
+        lateral = min(abs(cell[1 - axis] - middle) for axis, _ in self.goal_edges)
+        tip_across = min(abs(tip[axis] - line) for axis, line in self.goal_edges)
+        return (min(across) - tip_across, sum(across), lateral, cost)
 
     def act(self, obs: np.ndarray) -> tuple[int, list[int]]:
         env = self.env
