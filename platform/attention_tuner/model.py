@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,9 @@ class SymbolicEncoder(nn.Module):
     Codes outside MiniGrid's ranges are clamped into range (the last object/colour/state), so a corrupt
     observation cannot index out of bounds; the encoders of memory_tasks never emit such codes.
     """
+
+    hi: torch.Tensor
+    offset: torch.Tensor
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -191,10 +195,11 @@ class AttentionTuner(nn.Module):
     ):
         super().__init__()
         try:
-            supervised = tuple(tuple(p) for p in supervised)
+            sup: tuple[tuple[int, ...], ...] = tuple(tuple(p) for p in supervised)
         except TypeError:
             raise ValueError(f"supervised must be a sequence of (layer, head) pairs, got {supervised!r}") from None
-        _validate(obs_mode, n_actions, d_model, n_layers, n_heads, d_ff, dropout, supervised)
+        _validate(obs_mode, n_actions, d_model, n_layers, n_heads, d_ff, dropout, sup)
+        supervised = tuple((p[0], p[1]) for p in sup)
         self.hparams = dict(obs_mode=obs_mode, n_actions=n_actions, d_model=d_model, n_layers=n_layers,
                             n_heads=n_heads, d_ff=d_ff, dropout=dropout, supervised=supervised)
         self.obs_mode, self.n_actions, self.d_model = obs_mode, n_actions, d_model
@@ -205,12 +210,12 @@ class AttentionTuner(nn.Module):
         self.act_enc = nn.Linear(n_actions, d_model)
         self.ln_emb = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            Block(d_model, n_heads, d_ff, dropout, [h for (l, h) in supervised if l == i]) for i in range(n_layers)
-        )
+        blocks = [Block(d_model, n_heads, d_ff, dropout, [h for (i, h) in supervised if i == layer])
+                  for layer in range(n_layers)]
+        self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(d_model, n_actions)
         # where each supervised (layer, head) sits in its layer's explicit-attention tensor
-        self._sup_index = [(l, self.blocks[l].explicit.index(h)) for (l, h) in supervised]
+        self._sup_index = [(i, blocks[i].explicit.index(h)) for (i, h) in supervised]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -256,7 +261,7 @@ class AttentionTuner(nn.Module):
         logits = self.head(x[:, 0::2])  # (B, T, A): a_t predicted at observation token 2t
         if not self.supervised:
             return logits, None
-        attn = torch.stack([atts[l][:, j] for (l, j) in self._sup_index], dim=1)  # (B, S, 2T, 2T)
+        attn = torch.stack([atts[i][:, j] for (i, j) in self._sup_index], dim=1)  # (B, S, 2T, 2T)
         return logits, attn
 
     # --- incremental decoding ---------------------------------------------------------------------------
@@ -286,7 +291,7 @@ class AttentionTuner(nn.Module):
             x = torch.cat((a, x), dim=1)  # (B, 2, C): a_{t-1} then o_t
         x = self.drop(self.ln_emb(x))
         for i, block in enumerate(self.blocks):
-            x = block.step(x, cache, i)
+            x = cast(Block, block).step(x, cache, i)
         cache.length += x.shape[1]
         cache.t += 1
         return self.head(x[:, -1])  # (B, A)

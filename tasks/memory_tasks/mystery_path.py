@@ -163,7 +163,9 @@ def generate(rng: np.random.Generator, size: int) -> tuple[Cell, Cell, list[Cell
             return start, goal, path
 
 
-def _a_star(rng: np.random.Generator, n: int, start: Cell, goal: Cell, blocked: np.ndarray) -> list[Cell] | None:
+def _a_star(
+    rng: np.random.Generator, n: int, start: Cell, goal: Cell, blocked: np.ndarray
+) -> list[Cell] | None:
     g: dict[Cell, int] = {start: 0}
     f: dict[Cell, float] = {start: 0.0}
     previous: dict[Cell, Cell | None] = {start: None}
@@ -186,7 +188,7 @@ def _a_star(rng: np.random.Generator, n: int, start: Cell, goal: Cell, blocked: 
         for nb in neighbours(current, n):
             if nb in closed or blocked[nb]:
                 continue
-            cost = g[current] + int(rng.integers(1, 9))
+            cost = g[current] + int(rng.integers(1, 8))
             if nb in open_list:
                 if cost < g[nb]:
                     previous[nb] = current  # the original sets a misspelt `g`: cost and f stay as they were
@@ -216,7 +218,9 @@ class MysteryPathEnv(gym.Env):
         self.max_steps = core.check_int(TASK, "max_steps", max_steps, 1)
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"{TASK}: parameter render_mode must be None or 'rgb_array', got {render_mode!r}")
+            raise ValueError(
+                f"{TASK}: parameter render_mode must be None or 'rgb_array', got {render_mode!r}"
+            )
         self.render_mode = render_mode
         self.observation_space = core.observation_space(self.obs_mode)
         self.action_space = gym.spaces.Discrete(4)
@@ -293,15 +297,18 @@ class MysteryPathExpert:
         self.env = env
         self.size = n = env.size
         sx, sy = env.agent_pos  # the start: where it stands at t = 0
-        # Candidate goal edges, opposite the start edge(s), as (axis, coordinate) of the edge line.
-        edges = [(0, n - 1 - sx) for edge in (0, n - 1) if sx == edge] + [
-            (1, n - 1 - sy) for edge in (0, n - 1) if sy == edge
-        ]
-        self.goal_edges = edges
+        # Candidate goal edges, opposite the start edge (two for a corner start): (axis, coordinate) of
+        # the edge line, e.g. (0, n - 1) is the east edge x = n - 1.
+        self.goal_edges: list[tuple[int, int]] = []
+        if sx in (0, n - 1):
+            self.goal_edges.append((0, n - 1 - sx))
+        if sy in (0, n - 1):
+            self.goal_edges.append((1, n - 1 - sy))
         self.safe: dict[Cell, int] = {}  # cell -> timestep it was first observed safe (standing on it)
         self.fell: dict[Cell, int] = {}  # cell -> timestep its fall-off mark was observed
         self.stack: list[Cell] = [env.agent_pos]  # depth-first stack of safe cells
-        self.plan: list[tuple[int, Cell | None]] = []  # (action, cell entered next) up to and including the try
+        # The actions up to and including the next try, each with the cell that the agent enters next.
+        self.plan: list[tuple[int, Cell | None]] = []
         self.tip: Cell = env.agent_pos
 
     def rank(self, cell: Cell, tip: Cell, cost: int) -> tuple[float, ...]:

@@ -1,0 +1,217 @@
+"""The training loop: behavioural cloning plus the memory loss. One readable function, no Ray, no MLflow.
+
+Reporting and checkpointing are passed in (``report(metrics, epoch)``, ``on_checkpoint(path, epoch)``), so
+the same loop runs standalone, under Ray Tune and in tests. Seeded end to end: model init from
+``cfg.seed``, data order from ``(cfg.seed, epoch)``, dropout from the torch RNG whose state the checkpoint
+keeps; a run resumed from a checkpoint continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import memory_tasks
+from attention_tuner import checkpoint, datasets, losses
+from attention_tuner.config import TrialConfig, supervised_heads, to_dict
+from attention_tuner.evaluation import evaluate
+from attention_tuner.model import AttentionTuner
+from attention_tuner.observations import ObservationEncoder
+
+Report = Callable[[dict[str, float], int], None]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for but no CUDA device is available")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def build_model(cfg: TrialConfig, n_actions: int) -> AttentionTuner:
+    m = cfg.model
+    return AttentionTuner(obs_mode=cfg.task.obs_mode, n_actions=n_actions, d_model=m.d_model,
+                          n_layers=m.n_layers, n_heads=m.n_heads, d_ff=m.d_ff, dropout=m.dropout,
+                          supervised=supervised_heads(cfg))
+
+
+def n_actions_of(task: str, kwargs: dict[str, Any]) -> int:
+    env = memory_tasks.make(task, **kwargs)
+    space = env.action_space
+    env.close()
+    assert isinstance(space, gym.spaces.Discrete)
+    return int(space.n)
+
+
+def decision_steps(pairs: np.ndarray, T: int) -> np.ndarray:
+    """(T,) bool: steps at which the expert recalls something other than the current frame."""
+    out = np.zeros(T, dtype=bool)
+    non_self = pairs[pairs[:, 0] != pairs[:, 1]]
+    out[non_self[:, 1]] = True
+    return out
+
+
+class Stepper:
+    """Runs one batch through the model and the losses (train or measure) on the trial's device."""
+
+    def __init__(self, cfg: TrialConfig, model: AttentionTuner, device: torch.device):
+        self.cfg, self.model, self.device = cfg, model, device
+        self.encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, device)
+        self.amp = device.type == "cuda"
+
+    def __call__(self, batch: datasets.Batch) -> dict[str, torch.Tensor]:
+        cfg, dev = self.cfg, self.device
+        obs = self.encode(batch.obs)  # (B, T, ...) uint8
+        actions = torch.from_numpy(batch.actions).to(dev)  # (B, T)
+        mask = torch.from_numpy(batch.mask).to(dev)  # (B, T)
+        annotated = torch.from_numpy(batch.annotated).to(dev)  # (B,)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits, attn = self.model(obs, actions)  # (B, T, A), (B, S, 2T, 2T) | None
+        a_loss, acc = losses.action_loss(logits.float(), actions, mask)
+        out = {"action_loss": a_loss, "accuracy": acc, "loss": a_loss}
+        if attn is not None and bool(annotated.any()):
+            E = losses.expert_matrix(batch.pairs, batch.obs.shape[1], dev)  # (B, 2T, 2T)
+            m_loss = losses.memory_loss(attn, E, mask, annotated, cfg.memory.variant, cfg.memory.split)
+            out["memory_loss"] = m_loss
+            out["loss"] = a_loss + cfg.memory.weight * m_loss
+            out["expert_attention_mass"] = losses.expert_attention_mass(attn, E, mask, annotated)
+        out["logits"] = logits
+        return out
+
+
+@torch.no_grad()
+def measure(step: Stepper, demos: datasets.Demonstrations, index: np.ndarray, batch_size: int) -> dict[str, float]:
+    """Action loss/accuracy, decision-step accuracy and expert attention mass on ``index`` (eval mode)."""
+    if len(index) == 0:
+        return {}
+    step.model.eval()
+    chosen = set(index.tolist())
+    pairs = [demos.pairs[i] if i in chosen else None for i in range(len(demos))]
+    sums: dict[str, float] = {"action_loss": 0.0, "correct": 0.0, "steps": 0.0, "dec_correct": 0.0,
+                              "dec_steps": 0.0, "mass": 0.0, "mass_n": 0.0}
+    for batch in datasets.batches(demos, index, pairs, batch_size):
+        out = step(batch)
+        n = float(batch.mask.sum())
+        sums["action_loss"] += float(out["action_loss"]) * n
+        sums["steps"] += n
+        pred = out["logits"].argmax(-1).cpu().numpy()
+        right = (pred == batch.actions) & batch.mask
+        sums["correct"] += float(right.sum())
+        for b, i in enumerate(batch.index):
+            dec = decision_steps(demos.pairs[i], int(batch.mask[b].sum()))
+            sums["dec_correct"] += float(right[b, : len(dec)][dec].sum())
+            sums["dec_steps"] += float(dec.sum())
+        if "expert_attention_mass" in out and not torch.isnan(out["expert_attention_mass"]):
+            sums["mass"] += float(out["expert_attention_mass"]) * len(batch.index)
+            sums["mass_n"] += len(batch.index)
+    step.model.train()
+    res = {"action_loss": sums["action_loss"] / sums["steps"], "accuracy": sums["correct"] / sums["steps"]}
+    if sums["dec_steps"]:
+        res["decision_accuracy"] = sums["dec_correct"] / sums["dec_steps"]
+    if sums["mass_n"]:
+        res["expert_attention_mass"] = sums["mass"] / sums["mass_n"]
+    return res
+
+
+def train(
+    cfg: TrialConfig,
+    demos: datasets.Demonstrations,
+    run_dir: str | Path | None = None,
+    report: Report | None = None,
+    on_checkpoint: Callable[[Path, int], None] | None = None,
+    resume: bool = True,
+) -> dict[str, float]:
+    """Train ``cfg`` on ``demos``; checkpoints go to ``run_dir`` (resumed from there when present).
+
+    Returns the metrics of the last epoch. ``report`` receives namespaced metrics every epoch.
+    """
+    device = pick_device(cfg.device)
+    n_actions = n_actions_of(cfg.task.name, cfg.task.kwargs)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, n_actions).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    train_idx, val_idx = datasets.split(demos, cfg.data.val_fraction)
+    annotated = datasets.annotations(demos, cfg.data.annotation_fraction, cfg.seed, cfg.data.noise)
+    in_train = set(train_idx.tolist())
+    pairs = [annotated[i] if i in in_train else None for i in range(len(demos))]
+    step = Stepper(cfg, model, device)
+
+    start_epoch, history = 0, []
+    ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
+    if resume and ckpt_dir is not None and checkpoint.resolve(ckpt_dir).is_file():
+        state = checkpoint.load(ckpt_dir, map_location=device)
+        checkpoint.check_compatible(state["config"], to_dict(cfg), ckpt_dir)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+
+    metrics: dict[str, float] = history[-1] if history else {}
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        model.train()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        sums: dict[str, float] = {}
+        counted = {"steps": 0.0, "batches": 0.0, "mem_batches": 0.0}
+        t0 = time.perf_counter()
+        for batch in datasets.batches(demos, train_idx, pairs, cfg.optim.batch_size, rng):
+            out = step(batch)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            optimizer.step()
+            counted["steps"] += float(batch.mask.sum())
+            counted["batches"] += 1
+            for key in ("loss", "action_loss", "accuracy"):
+                sums[key] = sums.get(key, 0.0) + float(out[key].detach())
+            if "memory_loss" in out:
+                counted["mem_batches"] += 1
+                sums["memory_loss"] = sums.get("memory_loss", 0.0) + float(out["memory_loss"].detach())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        metrics = {f"train/{k}": v / counted["batches"] for k, v in sums.items() if k != "memory_loss"}
+        if counted["mem_batches"]:
+            metrics["train/memory_loss"] = sums["memory_loss"] / counted["mem_batches"]
+        metrics["perf/samples_per_s"] = counted["steps"] / elapsed
+        metrics["perf/epoch_s"] = elapsed
+        metrics.update({f"val/{k}": v for k, v in measure(step, demos, val_idx, cfg.optim.batch_size).items()})
+        last = epoch + 1 == cfg.optim.epochs
+        if cfg.eval.episodes and ((epoch + 1) % cfg.eval.every == 0 or last):
+            kwargs = {**cfg.task.kwargs, **cfg.eval.kwargs}
+            result = evaluate(model, cfg.task.name, kwargs, cfg.eval.episodes, cfg.eval.num_envs, device=device)
+            metrics.update({f"eval/{k}": v for k, v in result.items()})
+        metrics["epoch"] = float(epoch + 1)
+        history.append(metrics)
+        if report is not None:
+            report(metrics, epoch + 1)
+        if ckpt_dir is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+            path = checkpoint.save(ckpt_dir, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                "config": to_dict(cfg), "n_actions": n_actions, "history": history,
+            })
+            if on_checkpoint is not None:
+                on_checkpoint(path, epoch + 1)
+    return metrics
+
+
+def load_policy(path: str | Path, device: str = "cpu") -> tuple[AttentionTuner, TrialConfig, dict[str, Any]]:
+    """The model of a checkpoint, ready to evaluate, with its configuration."""
+    from attention_tuner.config import TrialConfig as _TC
+    from attention_tuner.config import build
+
+    state = checkpoint.load(path, map_location=device)
+    cfg = build(_TC, state["config"])
+    model = build_model(cfg, int(state["n_actions"])).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, cfg, state
