@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,11 @@ ORIGINAL_PATHS = {
     0: [(4, 6), (3, 6), (3, 5), (3, 4), (3, 3), (3, 2), (3, 1), (3, 0)],
     1: [(6, 3), (6, 4), (6, 5), (5, 5), (4, 5), (3, 5), (2, 5), (1, 5), (0, 5)],
     2: [(1, 6), (1, 5), (1, 4), (1, 3), (0, 3), (0, 2), (0, 1), (0, 0)],
+}
+# sha256 of repr([path for seeds 0..199]) (lists of (x, y) tuples, start first), from the original code.
+ORIGINAL_DIGESTS = {
+    7: "afe5e701ca602417aba48e9e809691b18e1fdd20d6448170c84bc6442c01decd",
+    5: "431f6608d9922f69f6f4588db90f7333d3ebadecc47ba6742f2110584b5b1d69",
 }
 
 
@@ -53,6 +60,10 @@ def test_generation_reproduces_the_original_paths():
     for seed, path in ORIGINAL_PATHS.items():
         env.reset(seed=seed)
         assert env.path == path and env.start == path[0] and env.goal == path[-1]
+    for size, digest in ORIGINAL_DIGESTS.items():
+        env = MysteryPathEnv(size=size)
+        paths = [env.reset(seed=seed) and env.path for seed in range(200)]
+        assert hashlib.sha256(repr(paths).encode()).hexdigest() == digest, f"size {size}"
 
 
 @pytest.mark.parametrize("size", [3, 5, 7])

@@ -7,15 +7,17 @@ and exits with status 2; it never shows a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from attention_tuner.checkpoint import CheckpointError
 from attention_tuner.config import ConfigError, parse_assignments
 from attention_tuner.demos import DatasetError
 
-USER_ERRORS = (ValueError, ConfigError, DatasetError, FileNotFoundError, NotADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, ConfigError, DatasetError, CheckpointError, FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
@@ -51,6 +53,62 @@ def cmd_generate(args: argparse.Namespace) -> int:
     manifest = demos.read_manifest(path)
     print(f"{path}  episodes={manifest['episodes']} failed={manifest['failed']} "
           f"expert_success={manifest['expert_success_rate']:.3f}")
+    return 0
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "attention_tuner": {},
+    "vanilla": {"memory.weight": 0},
+    # A small model and budget for a 2-core CPU (minutes, not GPU-days).
+    "cpu": {"model.d_model": 128, "model.n_layers": 2, "model.n_heads": 2, "model.d_ff": 256,
+            "optim.lr": 1e-3, "optim.batch_size": 32},
+    "smoke": {"model.d_model": 32, "model.n_layers": 2, "model.n_heads": 2, "model.d_ff": 64,
+              "data.episodes": 40, "optim.epochs": 2, "optim.lr": 1e-3, "eval.episodes": 8, "eval.every": 1},
+}
+
+
+def trial_config(args: argparse.Namespace):
+    from attention_tuner.config import TrialConfig, apply_overrides, build, load_yaml
+
+    cfg = load_yaml(args.config) if args.config else build(TrialConfig, {})
+    overrides: dict[str, Any] = {}
+    for preset in args.preset or []:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        overrides.update(PRESETS[preset])
+    overrides["task.name"] = args.task
+    kwargs = parse_kwargs(args.kw)
+    if kwargs:
+        overrides["task.kwargs"] = kwargs
+    overrides.update(parse_assignments(args.set or []))
+    return apply_overrides(cfg, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from attention_tuner.trial import run_trial
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cfg = trial_config(args)
+    out = Path(args.out or f"runs/{cfg.task.name}-{cfg.method}-seed{cfg.seed}")
+
+    def show(m: dict[str, float], epoch: int) -> None:
+        keys = ("train/action_loss", "train/memory_loss", "val/accuracy", "val/decision_accuracy",
+                "val/expert_attention_mass", "eval/success_rate", "perf/samples_per_s")
+        print(f"epoch {epoch:>4}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)
+
+    result = run_trial(cfg, out, args.data_root, report=show, actors=args.actors, progress=True)
+    print(f"run folder: {result['run_dir']} (checkpoint/, metrics.jsonl, attention.png, curves.png)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from attention_tuner.evaluation import evaluate
+    from attention_tuner.training import load_policy
+
+    model, cfg, _ = load_policy(args.checkpoint)
+    kwargs = {**cfg.task.kwargs, **parse_kwargs(args.kw)}
+    res = evaluate(model, cfg.task.name, kwargs, args.episodes, args.num_envs)
+    print(json.dumps({"task": cfg.task.name, "kwargs": kwargs, **res}, indent=2))
     return 0
 
 
@@ -98,6 +156,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="datasets", help="dataset root folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="train one trial (dataset generated or reused)")
+    p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
+    p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
+    p.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
+                   help="configuration override, e.g. optim.lr=1e-3 or memory.weight=0 (vanilla)")
+    p.add_argument("--preset", action="append", choices=sorted(PRESETS),
+                   help="named overrides applied before --set (vanilla, cpu, smoke, ...)")
+    p.add_argument("--config", help="YAML trial configuration to start from")
+    p.add_argument("--out", help="run folder (default runs/<task>-<method>-seed<seed>); resumed if present")
+    p.add_argument("--data-root", default="datasets", help="dataset root folder")
+    p.add_argument("--actors", type=int, default=None, help="Ray actors for generation (0: in-process)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="closed-loop evaluation of a checkpoint on held-out seeds")
+    p.add_argument("checkpoint", help="checkpoint file or run folder's checkpoint/ directory")
+    p.add_argument("--episodes", type=int, default=100, help="episodes on held-out seeds")
+    p.add_argument("--num-envs", type=int, default=32, help="environments stepped together")
+    p.add_argument("--kw", action="append", metavar="KEY=VALUE",
+                   help="task parameter override, e.g. length=60 (length generalisation)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="run every task's expert on a few seeds and write GIFs")
     p.add_argument("--seeds", type=int, default=20, help="seeds per task")

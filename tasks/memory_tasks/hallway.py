@@ -219,7 +219,7 @@ class HallwayEnv(MiniGridEnv):
 
     # ---- dynamics
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if action == Actions.pickup:
             action = Actions.toggle
         if action == Actions.toggle:  # the only action that changes a cell: do it here, keep its code in step
@@ -229,6 +229,7 @@ class HallwayEnv(MiniGridEnv):
                 cell.toggle(self, (fx, fy))
                 self._put(fx, fy, self.grid.get(fx, fy))
             action = Actions.done  # a no-op for MiniGrid, which still counts the step and builds the obs
+        obs: np.ndarray
         obs, reward, terminated, truncated, info = super().step(action)
         info["success"] = False
         if isinstance(self.grid.get(*self.agent_pos), Door):  # entered a hallway

@@ -64,26 +64,31 @@ over lava while on the fall-off mark (the original draws a red cross over the ag
 
 The expert (ours; the original publishes none) knows nothing of the path. What it uses is what a person
 sees: its own cell and heading, the fall-off mark, and the rule that the goal lies on the edge opposite the
-start edge (the start edge is where it stands at t = 0; a corner start leaves two candidate goal edges and
-it heads for the nearer one). It explores depth-first: a stack of cells found on the path, the top being the
-deepest cell that still has untried neighbours (neither known safe nor known to make it fall). From that
-cell it tries the neighbour nearest the goal edge first, then the one it can face with the fewest turns.
-It walks there by the shortest action sequence (turns included, breadth-first over cell x heading) through
-cells known to be safe; after a fall it waits the reset step (its action is ignored), then walks back.
+start edge (the start edge is where it stands at t = 0; a corner start leaves two candidate goal edges).
+It explores depth-first: a stack of cells found on the path, the top being the deepest cell that still has
+untried neighbours (neither known safe nor known to make it fall). Of these it tries first the one that
+brings it nearer the goal edge (for a corner start: nearer either, then nearer both), then the one nearer
+the middle of the goal edge (the goal is uniform along it), then the one it can face in fewer actions. It
+walks there by the shortest action sequence (turns included: breadth-first over cell x heading) through
+cells known to be safe; after a fall it waits out the reset step (its action is ignored), then walks back.
 
 Pairs at step t: (t, t); if the cell it is about to enter next (its next forward move, turns included) is
 known safe, (p, t) for the timestep p at which that cell was first observed safe (0 for the start); if it is
 a cell being tried, (p, t) for every neighbour of the cell it tries from that is known off the path, p being
 the step whose observation showed the fall-off mark on that neighbour. On the reset step after a fall only
-(t, t). At size 7 and 128 steps it succeeds on 99.6% of seeds 0-999 (datasets keep successful episodes).
+(t, t). At size 7 and 128 steps it solves all of seeds 0-999 (99.95% of seeds 0-9999) in 38.7 steps on
+average (at most 125), with 26 non-self pairs per episode; random memoryless policies solve 1-6%.
 
 ## Design decisions (*)
 
 - After a fall the agent keeps its heading when put back on the start (as the original does); only
   ``reset`` faces it north.
-- The original raises when A* finds no path; the construction makes that impossible (rows and columns
-  size-2 never hold blocked cells and border blockers stay clear of them), and none occurred in 100,000
-  seeds; should it happen, generation draws again from the same generator.
+- Start and goal are hidden as in version 1.0.3 (``show_origin`` and ``show_goal`` default to False; earlier
+  versions, before August 2023, drew them).
+- The original raises when A* finds no path. That seems impossible (row and column size-2 are never
+  blocked and border blockers keep clear of blocked cells); none occurred in 100,000 seeds at size 7 or
+  20,000 at sizes 3-6. Should it happen, generation draws again from the same generator.
+- ``render()`` (``render_mode="rgb_array"``) returns the pixel observation, as the original's does.
 """
 
 from __future__ import annotations
@@ -121,16 +126,8 @@ def symbolic_to_pixels(symbolic: np.ndarray) -> np.ndarray:
 def neighbours(cell: Cell, size: int) -> list[Cell]:
     """4-neighbours inside the grid, in the original's order: east, west, south, north."""
     x, y = cell
-    out = []
-    if x < size - 1:
-        out.append((x + 1, y))
-    if x > 0:
-        out.append((x - 1, y))
-    if y < size - 1:
-        out.append((x, y + 1))
-    if y > 0:
-        out.append((x, y - 1))
-    return out
+    candidates = ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1))
+    return [(a, b) for a, b in candidates if 0 <= a < size and 0 <= b < size]
 
 
 def generate(rng: np.random.Generator, size: int) -> tuple[Cell, Cell, list[Cell]]:
@@ -140,7 +137,7 @@ def generate(rng: np.random.Generator, size: int) -> tuple[Cell, Cell, list[Cell
     r1, r2 = int(rng.integers(0, n)), int(rng.integers(0, n))
     ends = (((0, r1), (n - 1, r2)), ((n - 1, r1), (0, r2)), ((r1, 0), (r2, n - 1)), ((r1, n - 1), (r2, 0)))
     start, goal = ends[origin]
-    while True:  # the original draws once and raises if no path exists (which cannot happen)
+    while True:  # the original draws once and raises if there is no path (never seen to happen)
         blocked = np.zeros((n, n), dtype=bool)
         for x in range(1, n - 2):
             for y in range(1, n - 2):
@@ -178,17 +175,18 @@ def _a_star(
                 break
         current = open_list[pick]
         if current == goal:
-            path, cell = [], goal
-            while cell is not None:
-                path.append(cell)
-                cell = previous[cell]
+            path: list[Cell] = []
+            step: Cell | None = goal
+            while step is not None:
+                path.append(step)
+                step = previous[step]
             return path[::-1]
         open_list.pop(pick)
         closed.add(current)
         for nb in neighbours(current, n):
             if nb in closed or blocked[nb]:
                 continue
-            cost = g[current] + int(rng.integers(1, 8))
+            cost = g[current] + int(rng.integers(1, 9))
             if nb in open_list:
                 if cost < g[nb]:
                     previous[nb] = current  # the original sets a misspelt `g`: cost and f stay as they were
@@ -240,7 +238,9 @@ class MysteryPathEnv(gym.Env):
         self._over = True
         self.symbolic_obs = self._background.copy()
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self.start, self.goal, self.path = generate(self.np_random, self.size)
         self.on_path[...] = False
@@ -281,7 +281,7 @@ class MysteryPathEnv(gym.Env):
         self.symbolic_obs = view
         return symbolic_to_pixels(view) if self.obs_mode == "pixels" else view
 
-    def render(self) -> np.ndarray | None:
+    def render(self) -> Any:  # (84, 84, 3) uint8 for render_mode 'rgb_array', else None
         if self.render_mode == "rgb_array":
             return symbolic_to_pixels(self.symbolic_obs)
         return None
@@ -296,7 +296,7 @@ class MysteryPathExpert:
     def __init__(self, env: MysteryPathEnv):
         self.env = env
         self.size = n = env.size
-        sx, sy = env.agent_pos  # the start: where it stands at t = 0
+        sx, sy = env.start  # seen: where it stands at t = 0
         # Candidate goal edges, opposite the start edge (two for a corner start): (axis, coordinate) of
         # the edge line, e.g. (0, n - 1) is the east edge x = n - 1.
         self.goal_edges: list[tuple[int, int]] = []
@@ -306,10 +306,10 @@ class MysteryPathExpert:
             self.goal_edges.append((1, n - 1 - sy))
         self.safe: dict[Cell, int] = {}  # cell -> timestep it was first observed safe (standing on it)
         self.fell: dict[Cell, int] = {}  # cell -> timestep its fall-off mark was observed
-        self.stack: list[Cell] = [env.agent_pos]  # depth-first stack of safe cells
+        self.stack: list[Cell] = [env.start]  # depth-first stack of safe cells
         # The actions up to and including the next try, each with the cell that the agent enters next.
         self.plan: list[tuple[int, Cell | None]] = []
-        self.tip: Cell = env.agent_pos
+        self.tip: Cell = env.start
 
     def rank(self, cell: Cell, tip: Cell, cost: int) -> tuple[float, ...]:
         """Sort key of a neighbour ``cell`` of ``tip`` to try, reached after ``cost`` actions: lowest first.

@@ -1,0 +1,74 @@
+"""Pictures of a trial: the expert attention matrix beside each supervised head's, and learning curves."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from attention_tuner import datasets, losses  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+@torch.no_grad()
+def attention_figure(model, encode, demos: datasets.Demonstrations, episode: int, path: str | Path,
+                     title: str = "") -> Path:
+    """Expert matrix E (observation rows) beside the attention of every supervised head, for one episode."""
+    obs = encode(demos.episode_obs(episode)[None])
+    actions = torch.from_numpy(demos.episode_actions(episode)[None]).to(obs.device)
+    was = model.training
+    model.eval()
+    _, attn = model(obs, actions)
+    model.train(was)
+    T = actions.shape[1]
+    E = losses.expert_matrix([demos.pairs[episode]], T)[0].numpy()[0::2, 0::2]  # (T, T) obs query x obs key
+    panels = [("expert pairs", E)]
+    if attn is not None:
+        for s, (layer, head) in enumerate(model.supervised):
+            panels.append((f"layer {layer} head {head}", attn[0, s].float().cpu().numpy()[0::2, 0::2]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, (name, m) in zip(axes[0], panels, strict=True):
+        im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_xlabel("recalled step p (key)")
+        ax.set_ylabel("decision step q (query)")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention on observation tokens")
+    fig.suptitle(title or f"episode seed {int(demos.seeds[episode])}: expert vs learned attention")
+    return _save(fig, Path(path))
+
+
+def learning_curves(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Losses, accuracies and success rate against epochs."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, style in (("train/action_loss", "-"), ("val/action_loss", "--"), ("train/memory_loss", ":")):
+        pts = [(h["epoch"], h[key]) for h in history if key in h]
+        if pts:
+            ax1.plot(*zip(*pts, strict=True), style, label=key)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss (nats)")
+    ax1.set_title("losses")
+    ax1.legend()
+    for key, style in (("train/accuracy", "-"), ("val/accuracy", "--"), ("val/decision_accuracy", "-."),
+                       ("val/expert_attention_mass", ":"), ("eval/success_rate", "o-")):
+        pts = [(h["epoch"], h[key]) for h in history if key in h]
+        if pts:
+            ax2.plot(*zip(*pts, strict=True), style, label=key)
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("fraction")
+    ax2.set_title("accuracy, attention on expert keys, success")
+    ax2.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, Path(path))
