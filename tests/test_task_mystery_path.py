@@ -163,7 +163,7 @@ def test_time_limit_truncates_without_success():
     assert not outcomes[-1][2]["success"]
 
 
-def expected_pairs(episode, size: int, start: tuple[int, int]) -> list[set[int]]:
+def expected_pairs(episode, size: int) -> list[set[int]]:
     """Re-derive the pairs of each step from the recorded trajectory alone, as the docstring defines them."""
     T = episode.length
     agent = [agent_cell(s) for s in episode.symbolic]
@@ -199,7 +199,7 @@ def test_expert_pairs_follow_their_definition(seed):
     got: list[set[int]] = [set() for _ in range(episode.length)]
     for p, q in episode.pairs:
         got[q].add(int(p))
-    assert got == expected_pairs(episode, env.size, env.start)
+    assert got == expected_pairs(episode, env.size)
     # It never walks into a cell it has seen it fall from, so each fall is on a new cell.
     falls = [agent_cell(s)[0] for s in episode.symbolic if agent_cell(s)[1][2] == 1]
     assert len(falls) == len(set(falls))

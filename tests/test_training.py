@@ -1,0 +1,116 @@
+"""The training loop, checkpoints, evaluation and the pixel path (attention_tuner.training & co)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import memory_tasks
+from attention_tuner import checkpoint, datasets, demos, training
+from attention_tuner.config import TrialConfig, apply_overrides, build
+from attention_tuner.evaluation import evaluate
+from attention_tuner.observations import ObservationEncoder
+
+TINY = {
+    "task.name": "Ordering", "task.kwargs.length": 2, "data.episodes": 24, "model.d_model": 32,
+    "model.n_layers": 2, "model.n_heads": 2, "model.d_ff": 64, "model.dropout": 0.1, "optim.lr": 3e-3,
+    "optim.batch_size": 8, "optim.epochs": 4, "eval.episodes": 4, "eval.every": 2, "checkpoint_every": 2,
+    "device": "cpu",
+}
+
+
+def config(**overrides) -> TrialConfig:
+    return apply_overrides(build(TrialConfig, {}), {**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ds")
+    return datasets.load(demos.generate("Ordering", {"length": 2}, 24, 0, root=root, actors=0, progress=False))
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resumed_run_equals_uninterrupted_run(demo, tmp_path):
+    full = training.train(config(), demo, tmp_path / "full")
+    # The same trial, stopped after 2 epochs (its checkpoint), then resumed to 4.
+    training.train(config(**{"optim.epochs": 2}), demo, tmp_path / "split")
+    resumed = training.train(config(), demo, tmp_path / "split")
+    a = checkpoint.load(tmp_path / "full" / "checkpoint")
+    b = checkpoint.load(tmp_path / "split" / "checkpoint")
+    assert a["epoch"] == b["epoch"] == 4
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    for key in ("train/action_loss", "train/memory_loss", "val/accuracy"):
+        assert full[key] == resumed[key]
+
+
+def test_checkpoint_of_another_configuration_is_refused(demo, tmp_path):
+    training.train(config(**{"optim.epochs": 2}), demo, tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="another configuration .*model.d_model"):
+        training.train(config(**{"model.d_model": 64}), demo, tmp_path)
+
+
+def test_corrupted_checkpoint_is_named(demo, tmp_path):
+    training.train(config(**{"optim.epochs": 2}), demo, tmp_path)
+    path = tmp_path / "checkpoint" / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint.pt: checksum mismatch"):
+        checkpoint.load(path)
+    (tmp_path / "checkpoint" / "checkpoint.pt.sha256").unlink()  # no checksum: a truncated file still fails cleanly
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint.pt"):
+        checkpoint.load(path)
+
+
+def test_tiny_dataset_is_fitted_to_full_training_accuracy(demo, tmp_path):
+    cfg = config(**{"optim.epochs": 150, "eval.episodes": 0, "data.val_fraction": 0.0, "model.dropout": 0.0,
+                    "model.d_model": 64, "model.d_ff": 128})
+    training.train(cfg, demo, tmp_path)
+    model, cfg, _ = training.load_policy(tmp_path / "checkpoint")
+    # measured on the whole training set in eval mode, not as a running mean over the epoch
+    fitted = training.measure(training.Stepper(cfg, model, torch.device("cpu")), demo, np.arange(len(demo)), 8)
+    assert fitted["accuracy"] == 1.0
+
+
+def test_fraction_zero_gives_the_vanilla_gradients(demo):
+    def grads(cfg):
+        torch.manual_seed(cfg.seed)
+        model = training.build_model(cfg, 7)
+        model.eval()  # no dropout: compare the math only
+        step = training.Stepper(cfg, model, torch.device("cpu"))
+        pairs = datasets.annotations(demo, cfg.data.annotation_fraction, cfg.seed, cfg.data.noise)
+        batch = datasets.make_batch(demo, np.arange(8), pairs)
+        out = step(batch)
+        out["loss"].backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    out0, g0 = grads(config(**{"data.annotation_fraction": 0.0}))
+    outv, gv = grads(config(**{"memory.weight": 0.0}))
+    out1, g1 = grads(config())
+    assert "memory_loss" not in out0 and "memory_loss" in out1
+    for name in gv:
+        torch.testing.assert_close(g0[name], gv[name], rtol=1e-5, atol=1e-7)
+    assert any(not torch.allclose(g1[n], gv[n]) for n in gv)
+
+
+def test_evaluation_is_deterministic_and_counts_episodes(demo):
+    cfg = config()
+    torch.manual_seed(0)
+    model = training.build_model(cfg, 7)
+    a = evaluate(model, "Ordering", {"length": 2}, episodes=10, num_envs=4)
+    b = evaluate(model, "Ordering", {"length": 2}, episodes=10, num_envs=10)
+    assert a["episodes"] == 10 and a["success_rate"] == b["success_rate"] and a["mean_length"] == b["mean_length"]
+
+
+@pytest.mark.parametrize("task", list(memory_tasks.TASKS))
+def test_pixel_batches_are_the_environment_pixels(task):
+    kwargs = {"MysteryPath": {}, "MortarMayhem": {"commands": 2}}.get(task, {"length": 2})
+    ep = memory_tasks.rollout(memory_tasks.make(task, obs_mode="pixels", **kwargs), seed=4)
+    encode = ObservationEncoder(task, "pixels")
+    np.testing.assert_array_equal(encode(ep.symbolic[None]).numpy()[0], ep.observations)
