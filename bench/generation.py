@@ -1,0 +1,140 @@
+"""Demonstration throughput, storage size and load cost; results go to docs/performance.md.
+
+    .venv/bin/python bench/generation.py speed   --episodes 1000      # plain loop vs 1 and 2 Ray actors
+    .venv/bin/python bench/generation.py storage                      # bytes on disk per episode and step
+    .venv/bin/python bench/generation.py load                         # paper-size datasets -> training-ready
+
+Each prints a Markdown table. Run on an otherwise idle machine; numbers are medians of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import memory_tasks  # noqa: E402
+from attention_tuner import demos  # noqa: E402
+
+TASKS = {"Hallway": {"length": 30}, "Ordering": {"length": 50}, "Counting": {"length": 20},
+         "MortarMayhem": {"commands": 10}, "MysteryPath": {}}
+PAPER_SIZES = {"Hallway": 4000, "Ordering": 5000, "Counting": 10000}
+
+
+def plain_loop(task: str, kwargs: dict, episodes: int) -> tuple[float, int]:
+    env = memory_tasks.make(task, obs_mode="symbolic", **kwargs)
+    start, steps = time.perf_counter(), 0
+    for seed in range(episodes):
+        steps += memory_tasks.rollout(env, seed).length
+    return time.perf_counter() - start, steps
+
+
+def with_actors(task: str, kwargs: dict, episodes: int, actors: int) -> tuple[float, int]:
+    root = Path(tempfile.mkdtemp())
+    try:
+        start = time.perf_counter()
+        path = demos.generate(task, kwargs, episodes, 0, root=root, actors=actors, progress=False)
+        elapsed = time.perf_counter() - start
+        steps = sum(s["steps"] for s in demos.read_manifest(path)["shards"])
+        return elapsed, steps
+    finally:
+        shutil.rmtree(root)
+
+
+def speed(args) -> None:
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    with_actors("Ordering", {"length": 5}, 50, 2)  # start the worker processes once before timing
+    print("| task | mode | episodes/s | env steps/s | vs 1 actor |")
+    print("|---|---|---|---|---|")
+    for task, kwargs in TASKS.items():
+        one = None
+        for label, actors in (("plain loop, 1 process", None), ("1 Ray actor", 1), ("2 Ray actors", 2)):
+            if actors is None:
+                runs = [plain_loop(task, kwargs, args.episodes) for _ in range(args.repeats)]
+            else:
+                runs = [with_actors(task, kwargs, args.episodes, actors) for _ in range(args.repeats)]
+            t = statistics.median(r[0] for r in runs)
+            steps = runs[0][1]
+            eps = args.episodes / t
+            if label == "1 Ray actor":
+                one = eps
+            ratio = f"{eps / one:.2f}x" if one and label == "2 Ray actors" else ""
+            print(f"| {task} | {label} | {eps:,.0f} | {steps / t:,.0f} | {ratio} |", flush=True)
+    ray.shutdown()
+
+
+def storage(args) -> None:
+    print("| task | episodes | mean steps | bytes/episode | bytes/step | raw symbolic bytes/step "
+          "| raw pixel bytes/step |")
+    print("|---|---|---|---|---|---|---|")
+    for task, kwargs in TASKS.items():
+        root = Path(tempfile.mkdtemp())
+        try:
+            path = demos.generate(task, kwargs, args.episodes, 0, root=root, actors=0, progress=False)
+            m = demos.read_manifest(path)
+            size = sum(s["bytes"] for s in m["shards"])
+            steps = sum(s["steps"] for s in m["shards"])
+            print(f"| {task} | {m['episodes_on_disk']} | {steps / m['episodes_on_disk']:.1f} "
+                  f"| {size / m['episodes_on_disk']:,.0f} | {size / steps:.1f} | 147 | 21,168 |", flush=True)
+        finally:
+            shutil.rmtree(root)
+
+
+LOAD_CHILD = """
+import json, sys, time
+from attention_tuner import datasets
+from attention_tuner.config import NoiseConfig
+def rss(field):
+    for line in open('/proc/self/status'):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+before = rss('VmRSS:')
+t = time.perf_counter()
+d = datasets.load(sys.argv[1])
+train, val = datasets.split(d, 0.1)
+ann = datasets.annotations(d, 1.0, 0, NoiseConfig())
+elapsed = time.perf_counter() - t
+print(json.dumps({'seconds': elapsed, 'peak_extra_bytes': rss('VmHWM:') - before, 'episodes': len(d),
+                  'steps': int(d.offsets[-1]), 'array_bytes': int(d.obs.nbytes + d.actions.nbytes)}))
+"""
+
+
+def load(args) -> None:
+    root = Path(args.root)
+    print("| dataset | episodes | steps | load to training-ready (s) | peak extra memory | observation array |")
+    print("|---|---|---|---|---|---|")
+    for task, n in PAPER_SIZES.items():
+        path = demos.generate(task, TASKS[task], n, 0, root=root, actors=args.actors, progress=False)
+        runs = [json.loads(subprocess.run([sys.executable, "-c", LOAD_CHILD, str(path)], check=True,
+                                          capture_output=True, text=True).stdout) for _ in range(args.repeats)]
+        r = runs[0]
+        t = statistics.median(x["seconds"] for x in runs)
+        peak = statistics.median(x["peak_extra_bytes"] for x in runs)
+        print(f"| {task}-{list(TASKS[task].values())[0]} | {r['episodes']:,} | {r['steps']:,} | {t:.2f} "
+              f"| {peak / 2**20:,.0f} MiB | {r['array_bytes'] / 2**20:,.0f} MiB |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["speed", "storage", "load"])
+    ap.add_argument("--episodes", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--root", default="datasets", help="dataset root for `load` (datasets are kept)")
+    ap.add_argument("--actors", type=int, default=None)
+    args = ap.parse_args()
+    {"speed": speed, "storage": storage, "load": load}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
