@@ -51,26 +51,30 @@ def with_actors(task: str, kwargs: dict, episodes: int, actors: int) -> tuple[fl
 
 
 def speed(args) -> None:
+    """Steady-state throughput: worker processes are started (and reused) before timing; see startup below."""
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
-    with_actors("Ordering", {"length": 5}, 50, 2)  # start the worker processes once before timing
-    print("| task | mode | episodes/s | env steps/s | vs 1 actor |")
-    print("|---|---|---|---|---|")
+    results: dict[tuple[str, str], tuple[float, int]] = {}
     for task, kwargs in TASKS.items():
-        one = None
-        for label, actors in (("plain loop, 1 process", None), ("1 Ray actor", 1), ("2 Ray actors", 2)):
-            if actors is None:
-                runs = [plain_loop(task, kwargs, args.episodes) for _ in range(args.repeats)]
-            else:
-                runs = [with_actors(task, kwargs, args.episodes, actors) for _ in range(args.repeats)]
-            t = statistics.median(r[0] for r in runs)
-            steps = runs[0][1]
-            eps = args.episodes / t
-            if label == "1 Ray actor":
-                one = eps
-            ratio = f"{eps / one:.2f}x" if one and label == "2 Ray actors" else ""
-            print(f"| {task} | {label} | {eps:,.0f} | {steps / t:,.0f} | {ratio} |", flush=True)
+        runs = [plain_loop(task, kwargs, args.episodes) for _ in range(args.repeats)]
+        results[task, "plain"] = (statistics.median(r[0] for r in runs), runs[0][1])
+    startup = {}
+    for actors in (1, 2):
+        t0 = time.perf_counter()
+        with_actors("Ordering", {"length": 1}, 2, actors)  # starts the pool's worker processes
+        startup[actors] = time.perf_counter() - t0
+        for task, kwargs in TASKS.items():
+            runs = [with_actors(task, kwargs, args.episodes, actors) for _ in range(args.repeats)]
+            results[task, str(actors)] = (statistics.median(r[0] for r in runs), runs[0][1])
+    print(f"{args.episodes} episodes per run, median of {args.repeats}; worker start-up (once per process, "
+          f"not included): {startup[1]:.1f} s for 1 actor, {startup[2]:.1f} s for 2\n")
+    print("| task | plain loop ep/s | 1 actor ep/s | 2 actors ep/s | 2 vs 1 actor | env steps/s (2 actors) |")
+    print("|---|---|---|---|---|---|")
+    for task in TASKS:
+        plain, one, two = (args.episodes / results[task, k][0] for k in ("plain", "1", "2"))
+        steps = results[task, "2"][1] / results[task, "2"][0]
+        print(f"| {task} | {plain:,.0f} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x | {steps:,.0f} |", flush=True)
     ray.shutdown()
 
 

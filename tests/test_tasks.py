@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import memory_tasks
 from memory_tasks import TASKS, resolve_task, rollout
-from memory_tasks.gridworld import render_batch
+from memory_tasks.gridworld import reference_arena_pixels, reference_ltmb_pixels, render_batch
 
 IDS = [env_id for env_id, _ in TASKS.values()]
 # Small sizes keep the generic checks fast; default sizes are covered by the success-rate test.
@@ -53,8 +53,13 @@ def test_pixels_are_a_render_of_the_symbolic_observation(env_id):
     render = module_of(env_id).symbolic_to_pixels
     for t in range(0, episode.length, max(1, episode.length // 10)):
         np.testing.assert_array_equal(episode.observations[t], render(episode.symbolic[t]))
-    batch = render_batch(episode.symbolic, memory_tasks.PIXEL_STYLE[env_id])
+    style = memory_tasks.PIXEL_STYLE[env_id]
+    batch = render_batch(episode.symbolic, style)
     np.testing.assert_array_equal(batch, episode.observations)
+    # ... and the tile-table renderer draws exactly what MiniGrid's own Grid.render draws
+    reference = reference_ltmb_pixels if style == "ltmb" else reference_arena_pixels
+    for t in range(0, episode.length, max(1, episode.length // 6)):
+        np.testing.assert_array_equal(episode.observations[t], reference(episode.symbolic[t]))
     sym = rollout(gym.make(env_id, obs_mode="symbolic", **SMALL[env_id]), seed=3)
     np.testing.assert_array_equal(sym.observations, episode.symbolic)
     np.testing.assert_array_equal(sym.actions, episode.actions)

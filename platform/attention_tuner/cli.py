@@ -56,15 +56,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "attention_tuner": {},
-    "vanilla": {"memory.weight": 0},
-    # A small model and budget for a 2-core CPU (minutes, not GPU-days).
-    "cpu": {"model.d_model": 128, "model.n_layers": 2, "model.n_heads": 2, "model.d_ff": 256,
-            "optim.lr": 1e-3, "optim.batch_size": 32},
-    "smoke": {"model.d_model": 32, "model.n_layers": 2, "model.n_heads": 2, "model.d_ff": 64,
-              "data.episodes": 40, "optim.epochs": 2, "optim.lr": 1e-3, "eval.episodes": 8, "eval.every": 1},
-}
+from attention_tuner.presets import CLI_PRESETS as PRESETS  # noqa: E402
 
 
 def trial_config(args: argparse.Namespace):
@@ -110,6 +102,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = evaluate(model, cfg.task.name, kwargs, args.episodes, args.num_envs)
     print(json.dumps({"task": cfg.task.name, "kwargs": kwargs, **res}, indent=2))
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from attention_tuner.sweep import execute, load_sweep
+
+    return execute(load_sweep(args.file), args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -177,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kw", action="append", metavar="KEY=VALUE",
                    help="task parameter override, e.g. length=60 (length generalisation)")
     p.set_defaults(func=cmd_evaluate)
+
+    from attention_tuner.sweep import build_parser as sweep_parser
+
+    p = sub.add_parser("sweep", help="run a sweep file with Ray Tune, tracked in MLflow",
+                       parents=[sweep_parser()], add_help=False)
+    p.add_argument("file", help="sweep file, e.g. sweeps/quickstart.py")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="run every task's expert on a few seeds and write GIFs")
     p.add_argument("--seeds", type=int, default=20, help="seeds per task")

@@ -159,7 +159,7 @@ def write_shard(env_id: str, kwargs: dict[str, Any], seeds: tuple[int, int], pat
     env.close()
     final = Path(path)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    pq.write_table(episodes_table(kept), tmp, compression="zstd", compression_level=9)
+    pq.write_table(episodes_table(kept), tmp, compression="zstd", compression_level=3)
     os.replace(tmp, final)
     return shard_entry(final, seeds, len(kept), failed, steps)
 
@@ -269,59 +269,72 @@ def generate(
 
     planned = math.ceil(req.episodes / SHARD_EPISODES)
     next_index = 0
-    pool = _Pool(actors) if actors != 0 else None
+    pool = _Pool.get(actors) if actors != 0 else None
     if pool is not None and on_actors is not None:
         on_actors(pool.actors)
-    try:
-        while collected() < req.episodes:
-            # Plan enough shards for what is missing, assuming the failure rate seen so far.
-            todo = list(range(next_index, max(planned, next_index + 1)))
-            next_index = todo[-1] + 1
-            missing = []
-            for i in todo:
-                path = out / shard_name(i)
-                entry = existing_shard(path, shard_seeds(req, i))
-                if entry is not None:
-                    record(i, entry)
-                else:
-                    missing.append(i)
-            jobs = [(req.env_id, req.kwargs, shard_seeds(req, i), str(out / shard_name(i))) for i in missing]
-            if pool is None:
-                for i, job in zip(missing, jobs, strict=True):
-                    record(i, write_shard(*job))
+    while collected() < req.episodes:
+        # Plan enough shards for what is missing, assuming the failure rate seen so far.
+        todo = list(range(next_index, max(planned, next_index + 1)))
+        next_index = todo[-1] + 1
+        missing = []
+        for i in todo:
+            path = out / shard_name(i)
+            entry = existing_shard(path, shard_seeds(req, i))
+            if entry is not None:
+                record(i, entry)
             else:
-                for i, entry in pool.run(missing, jobs):
-                    record(i, entry)
-            ok = collected()
-            tried = sum(e["episodes"] + e["failed"] for e in entries.values())
-            if ok == 0 and tried >= 4 * SHARD_EPISODES:
-                raise RuntimeError(f"the {req.env_id} expert failed on all {tried} seeds tried")
-            rate = ok / max(tried, 1)
-            planned = next_index + math.ceil((req.episodes - ok) / max(rate * SHARD_EPISODES, 1))
-    finally:
-        if pool is not None:
-            pool.close()
+                missing.append(i)
+        jobs = [(req.env_id, req.kwargs, shard_seeds(req, i), str(out / shard_name(i))) for i in missing]
+        if pool is None:
+            for i, job in zip(missing, jobs, strict=True):
+                record(i, write_shard(*job))
+        else:
+            for i, entry in pool.run(missing, jobs):
+                record(i, entry)
+        ok = collected()
+        tried = sum(e["episodes"] + e["failed"] for e in entries.values())
+        if ok == 0 and tried >= 4 * SHARD_EPISODES:
+            raise RuntimeError(f"the {req.env_id} expert failed on all {tried} seeds tried")
+        rate = ok / max(tried, 1)
+        planned = next_index + math.ceil((req.episodes - ok) / max(rate * SHARD_EPISODES, 1))
     write_manifest(out, req, [entries[i] for i in sorted(entries)])
     return out
 
 
 class _Pool:
-    """A small pool of shard workers on the local or connected Ray cluster."""
+    """Shard workers on the local or connected Ray cluster, kept for the next generation in this process.
 
-    def __init__(self, actors: int | None):
+    Starting a worker costs about a second (imports); a sweep generates several datasets in a row, so the
+    workers are reused while the Ray session and the requested size stay the same.
+    """
+
+    _cached: _Pool | None = None
+
+    def __init__(self, n: int, job: str):
+        worker = _shard_worker_class()
+        self.job = job
+        self.actors = [worker.remote() for _ in range(max(1, n))]
+
+    @classmethod
+    def get(cls, actors: int | None) -> _Pool:
         import ray
 
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         n = actors if actors is not None else default_actors()
-        worker = _shard_worker_class()
-        self.actors = [worker.remote() for _ in range(max(1, n))]
+        job = ray.get_runtime_context().get_job_id()
+        cached = cls._cached
+        if cached is None or cached.job != job or len(cached.actors) != max(1, n):
+            if cached is not None and cached.job == job:
+                cached.close()
+            cls._cached = cls(n, job)
+        return cls._cached  # type: ignore[return-value]
 
     def run(self, indices: list[int], jobs: list[tuple]) -> Iterable[tuple[int, dict[str, Any]]]:
         import ray
 
         queue = list(zip(indices, jobs, strict=True))
-        running: dict[Any, int] = {}
+        running: dict[Any, tuple[int, Any]] = {}
         idle = list(self.actors)
         while queue or running:
             while queue and idle:
@@ -338,6 +351,8 @@ class _Pool:
 
         for a in self.actors:
             ray.kill(a)
+        if _Pool._cached is self:
+            _Pool._cached = None
 
 
 def write_manifest(out: Path, req: Request, shards: list[dict[str, Any]]) -> None:

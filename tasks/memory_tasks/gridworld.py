@@ -40,12 +40,22 @@ _ALL_VISIBLE = np.ones((7, 7), dtype=bool)
 
 def ltmb_pixels(symbolic: np.ndarray) -> np.ndarray:
     """MiniGrid's point-of-view render of an egocentric 7x7x3 view (what ``get_pov_render`` draws)."""
-    grid, _ = Grid.decode(symbolic)
-    return grid.render(TILE_PIXELS, agent_pos=(3, 6), agent_dir=3, highlight_mask=_ALL_VISIBLE)
+    return render_batch(symbolic, "ltmb")
 
 
 def arena_pixels(symbolic: np.ndarray) -> np.ndarray:
     """Render a whole-arena 7x7x3 encoding (Memory Gym grid tasks) at 12-pixel tiles -> (84, 84, 3)."""
+    return render_batch(symbolic, "arena")
+
+
+def reference_ltmb_pixels(symbolic: np.ndarray) -> np.ndarray:
+    """The same picture drawn by MiniGrid's own Grid.render (slow; the tests compare against it)."""
+    grid, _ = Grid.decode(symbolic)
+    return grid.render(TILE_PIXELS, agent_pos=(3, 6), agent_dir=3, highlight_mask=_ALL_VISIBLE)
+
+
+def reference_arena_pixels(symbolic: np.ndarray) -> np.ndarray:
+    """The whole-arena picture drawn cell by cell with MiniGrid's Grid.render (slow; for the tests)."""
     width, height, _ = symbolic.shape
     grid = Grid(width, height)
     agent_pos: tuple[int, int] = (-1, -1)

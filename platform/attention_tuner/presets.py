@@ -1,0 +1,46 @@
+"""Named bundles of dotted overrides shared by the CLI (``--preset``) and the sweep files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The two methods: AttentionTuner is the default config (memory loss weight 10 on layer 0, head 0).
+METHODS: dict[str, dict[str, Any]] = {"vanilla": {"memory.weight": 0.0}, "attention_tuner": {}}
+
+# The paper's settings (../shared/spec/method.md); needs a GPU.
+PAPER_MODEL: dict[str, Any] = {
+    "model.d_model": 512, "model.n_layers": 4, "model.n_heads": 2, "model.d_ff": 2048, "model.dropout": 0.1,
+    "memory.weight": 10.0, "memory.heads": [[0, 0]], "optim.lr": 1e-4, "optim.batch_size": 64,
+    "optim.epochs": 300, "eval.episodes": 100, "eval.every": 25, "checkpoint_every": 10,
+}
+
+# The paper's task sizes and dataset sizes (Memory Gym sizes are unpublished: 5,000 demonstrations).
+PAPER_TASKS: dict[str, dict[str, Any]] = {
+    "Hallway": {"task.name": "Hallway", "task.kwargs": {"length": 30}, "data.episodes": 4000},
+    "Ordering": {"task.name": "Ordering", "task.kwargs": {"length": 50}, "data.episodes": 5000},
+    "Counting": {"task.name": "Counting", "task.kwargs": {"length": 20}, "data.episodes": 10000,
+                 "optim.epochs": 600},
+    "MortarMayhem": {"task.name": "MortarMayhem", "task.kwargs": {"commands": 10}, "data.episodes": 5000,
+                     "task.obs_mode": "pixels"},
+    "MysteryPath": {"task.name": "MysteryPath", "task.kwargs": {"size": 7, "max_steps": 128},
+                    "data.episodes": 5000, "task.obs_mode": "pixels"},
+}
+
+# A small model for a 2-core CPU: minutes per trial instead of GPU-hours.
+CPU_MODEL: dict[str, Any] = {
+    "model.d_model": 128, "model.n_layers": 2, "model.n_heads": 2, "model.d_ff": 256, "model.dropout": 0.1,
+    "optim.lr": 1e-3, "optim.batch_size": 32, "device": "cpu",
+}
+
+SMOKE: dict[str, Any] = {
+    "model.d_model": 32, "model.n_layers": 2, "model.n_heads": 2, "model.d_ff": 64, "data.episodes": 40,
+    "optim.epochs": 2, "optim.lr": 1e-3, "eval.episodes": 8, "eval.every": 1,
+}
+
+CLI_PRESETS: dict[str, dict[str, Any]] = {
+    "attention_tuner": METHODS["attention_tuner"],
+    "vanilla": METHODS["vanilla"],
+    "paper": PAPER_MODEL,
+    "cpu": CPU_MODEL,
+    "smoke": SMOKE,
+}

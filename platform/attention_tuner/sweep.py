@@ -1,0 +1,370 @@
+"""Sweeps: a base trial configuration and a grid over dotted keys, run as Ray Tune trials tracked in MLflow.
+
+A sweep file (``sweeps/*.py``) holds data: ``SWEEP = SweepSpec(...)`` and ``if __name__ == "__main__":
+main(SWEEP)``, so both ``attention-tuner sweep sweeps/x.py`` and ``ray submit cluster.yaml sweeps/x.py``
+run it. ``space`` maps a dotted key to its values, or a label to a list of named bundles of dotted
+overrides (e.g. ``method: {"vanilla": {"memory.weight": 0}, ...}``); the grid is their product. Every
+trial configuration is built and validated before anything starts, so a sweep can only name real fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attention_tuner import tracking
+from attention_tuner.config import ConfigError, TrialConfig, apply_overrides, build, flatten, to_dict
+from attention_tuner.presets import CPU_MODEL, METHODS, PAPER_MODEL, PAPER_TASKS  # noqa: F401  (for sweep files)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    """Experiment name in MLflow and folder name under the storage root."""
+    base: dict[str, Any]
+    """Dotted overrides of the default TrialConfig shared by every trial."""
+    space: dict[str, Any]
+    """Dotted key -> list of values, or label -> {name: {dotted overrides}}; the grid is the product."""
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    """Per trial: CPUs and (fractional) GPUs."""
+    metric: str = "eval/success_rate"
+    """The metric Tune records as the trial's result (maximised)."""
+    max_failures: int = 2
+    """Retries of a failed trial, each from its last checkpoint."""
+    description: str = ""
+    """What the sweep shows, for the dry run and the MLflow parent run."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    key: str
+    labels: dict[str, str]
+    config: TrialConfig
+
+
+# ------------------------------------------------------------------------------------ loading, checking
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    p = Path(path)
+    if not p.is_file() or p.suffix != ".py":
+        raise ConfigError(f"sweep file not found (expected a .py file): {p}")
+    spec = importlib.util.spec_from_file_location(f"sweep_{p.stem}", p)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except ConfigError:
+        raise
+    except Exception as e:  # a broken sweep file is the user's mistake: say where, in one line
+        raise ConfigError(f"{p}: could not load ({type(e).__name__}: {e})") from None
+    sweep = getattr(module, "SWEEP", None)
+    if not isinstance(sweep, SweepSpec):
+        raise ConfigError(f"{p}: defines no SWEEP = SweepSpec(...)")
+    return sweep
+
+
+def _axis(key: str, values: Any) -> list[tuple[str, dict[str, Any]]]:
+    """One grid axis as (label, overrides) choices."""
+    if isinstance(values, dict):
+        return [(str(name), dict(over)) for name, over in values.items()]
+    if not isinstance(values, list | tuple) or not values:
+        raise ConfigError(f"space.{key}: expected a non-empty list of values or a mapping of named overrides")
+    return [(_short(v), {key: v}) for v in values]
+
+
+def _short(v: Any) -> str:
+    return json.dumps(v, separators=(",", ":")) if isinstance(v, dict | list) else str(v)
+
+
+def trials(spec: SweepSpec, extra: dict[str, Any] | None = None) -> list[Trial]:
+    """Every point of the grid as a validated TrialConfig; the first bad one raises ConfigError."""
+    if not isinstance(spec.base, dict) or not isinstance(spec.space, dict):
+        raise ConfigError(f"sweep {spec.name}: base and space must be mappings")
+    _check_resources(spec)
+    base = build(TrialConfig, {})
+    try:
+        base = apply_overrides(base, spec.base)
+    except ConfigError as e:
+        raise ConfigError(f"sweep {spec.name}: base: {e}") from None
+    axes = [(key, _axis(key, values)) for key, values in spec.space.items()]
+    out = []
+    for i, combo in enumerate(itertools.product(*[choices for _, choices in axes])):
+        labels, overrides = {}, {}
+        for (key, _), (label, over) in zip(axes, combo, strict=True):
+            labels[key] = label
+            overrides.update(over)
+        overrides.update(extra or {})
+        try:
+            cfg = apply_overrides(base, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"sweep {spec.name}: trial {labels}: {e}") from None
+        key = f"{i:03d}-" + "-".join(f"{v}" for v in labels.values())
+        out.append(Trial(key=_safe(key), labels=labels, config=cfg))
+    return out
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)[:120]
+
+
+def _check_resources(spec: SweepSpec) -> None:
+    unknown = set(spec.resources) - {"cpu", "gpu"}
+    if unknown:
+        raise ConfigError(f"sweep {spec.name}: resources: unknown key {sorted(unknown)[0]} (known: cpu, gpu)")
+    for k, v in spec.resources.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise ConfigError(f"sweep {spec.name}: resources.{k} must be a non-negative number, got {v!r}")
+    if spec.max_failures < 0:
+        raise ConfigError(f"sweep {spec.name}: max_failures must be >= 0")
+
+
+def datasets_needed(ts: list[Trial]) -> list[tuple[str, dict[str, Any], int, int]]:
+    seen: dict[str, tuple[str, dict[str, Any], int, int]] = {}
+    for t in ts:
+        c = t.config
+        item = (c.task.name, dict(c.task.kwargs), c.data.episodes, c.data.seed)
+        seen.setdefault(json.dumps(item, sort_keys=True), item)
+    return list(seen.values())
+
+
+# ----------------------------------------------------------------------------------------- dry run
+
+
+def cost(ts: list[Trial]) -> dict[str, float]:
+    """Rough training compute: 6 x parameters x tokens seen (forward + backward), from expert lengths."""
+    import memory_tasks
+    from attention_tuner.training import build_model, n_actions_of
+
+    lengths: dict[str, float] = {}
+    flops = 0.0
+    for t in ts:
+        c = t.config
+        key = json.dumps([c.task.name, c.task.kwargs], sort_keys=True)
+        if key not in lengths:
+            env = memory_tasks.make(c.task.name, **c.task.kwargs)
+            lengths[key] = sum(memory_tasks.rollout(env, s).length for s in range(10)) / 10
+        params = build_model(c, n_actions_of(c.task.name, c.task.kwargs)).num_parameters()
+        tokens = 2 * lengths[key] * c.data.episodes * (1 - c.data.val_fraction) * c.optim.epochs
+        flops += 6 * params * tokens
+    return {"pflop": flops / 1e15, "cpu_hours": flops / 20e9 / 3600, "gpu_hours": flops / 100e12 / 3600}
+
+
+def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
+    lines = [f"sweep {spec.name}: {len(ts)} trials, {spec.resources} each"]
+    if spec.description:
+        lines.append(spec.description)
+    for t in ts:
+        c = t.config
+        lines.append(f"  {t.key:<48} task={c.task.name}{c.task.kwargs or ''} method={c.method} "
+                     f"f={c.data.annotation_fraction} seed={c.seed} epochs={c.optim.epochs}")
+    lines.append("datasets (generated once each, reused when present):")
+    for task, kwargs, n, seed in datasets_needed(ts):
+        lines.append(f"  {task} {kwargs} episodes={n} seeds from {seed}")
+    est = cost(ts)
+    lines.append(f"cost estimate: {est['pflop']:.3g} PFLOP of training (6 x params x tokens); about "
+                 f"{est['cpu_hours']:.3g} h at 20 GFLOP/s (a 2-core CPU), {est['gpu_hours'] * 60:.3g} min at "
+                 "100 TFLOP/s (one H100, bf16); evaluation not included")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------- the trainable
+
+
+def trainable(params: dict[str, Any]) -> None:
+    """One Tune trial: continue its MLflow run, resume from its checkpoint, report every epoch."""
+    import ray.tune as tune
+
+    from attention_tuner.trial import run_trial
+
+    ctx, spec = params["ctx"], params["trial"]
+    cfg = build(TrialConfig, spec["config"])
+    uri, run_dir = ctx["uri"], Path(ctx["trials"]) / spec["key"]
+    run_id = tracking.child_run(uri, ctx["experiment_id"], ctx["parent"], spec["key"], ctx["sweep"],
+                                {**flatten(cfg), **{f"label.{k}": v for k, v in spec["labels"].items()}})
+    restored = tune.get_checkpoint()
+    local = run_dir / "checkpoint" / "checkpoint.pt"
+    if restored is not None and not local.is_file():  # e.g. retried on another node
+        restored.to_directory(str(run_dir / "checkpoint"))
+    pending: dict[str, float] = {}
+
+    def report(metrics: dict[str, float], epoch: int) -> None:
+        tracking.log_metrics(uri, run_id, metrics, epoch)
+        if epoch % cfg.checkpoint_every and epoch != cfg.optim.epochs:
+            tune.report(dict(metrics))
+        else:
+            pending.clear()
+            pending.update(metrics)
+
+    def on_checkpoint(path: Path, epoch: int) -> None:
+        tune.report(dict(pending), checkpoint=tune.Checkpoint.from_directory(str(path.parent)))
+
+    try:
+        result = run_trial(cfg, run_dir, ctx["data_root"], report=report, on_checkpoint=on_checkpoint)
+        for art in result["artifacts"]:
+            tracking.log_artifact(uri, run_id, art)
+        tracking.log_artifact(uri, run_id, run_dir / "checkpoint" / "checkpoint.pt", "checkpoint")
+        manifest = run_dir / "dataset_manifest.json"
+        manifest.write_text(json.dumps(result["manifest"], indent=2))
+        tracking.log_artifact(uri, run_id, manifest)
+        tracking.finish(uri, run_id)
+    except Exception:
+        tracking.finish(uri, run_id, "FAILED")
+        raise
+
+
+# ------------------------------------------------------------------------------------------- running
+
+
+def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, storage: str | None = None,
+        extra: dict[str, Any] | None = None, verbose: int = 1) -> list[dict[str, Any]]:
+    """Generate the datasets, run the trials with Ray Tune, return one row per trial."""
+    import ray
+    from ray import tune
+
+    from attention_tuner.trial import dataset_for
+
+    ts = trials(spec, extra)
+    uri = tracking.resolve_uri(tracking_uri)
+    root = Path(storage or os.environ.get("ATTENTION_TUNER_STORAGE") or "runs/sweeps").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    latest = root / f"{spec.name}.latest"
+    if resume:
+        if not latest.is_file():
+            raise ValueError(f"--resume: no earlier run of sweep {spec.name} under {root}")
+        run_name = latest.read_text().strip()
+    else:
+        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    home = root / run_name
+    home.mkdir(parents=True, exist_ok=True)
+    latest.write_text(run_name + "\n")
+
+    experiment_id = tracking.ensure_experiment(uri, spec.name)
+    parent = tracking.start_parent(uri, experiment_id, spec.name, run_name,
+                                   {"trials": len(ts), "description": spec.description, **flatten_space(spec)})
+    print(f"MLflow: {uri}  experiment {spec.name!r}  parent run {parent}", flush=True)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False, configure_logging=False)
+    data_root = root / "datasets"
+    for task, kwargs, n, seed in datasets_needed(ts):  # each distinct dataset once, before any trial
+        probe = ts[0].config
+        probe = apply_overrides(probe, {"task.name": task, "task.kwargs": kwargs, "data.episodes": n,
+                                        "data.seed": seed})
+        dataset_for(probe, data_root, actors=None, progress=True)
+
+    ctx = {"uri": uri, "experiment_id": experiment_id, "parent": parent, "sweep": spec.name,
+           "trials": str(home / "trials"), "data_root": str(data_root)}
+    trainer = tune.with_resources(trainable, {"cpu": spec.resources.get("cpu", 1),
+                                              "gpu": spec.resources.get("gpu", 0)})
+    space = {"ctx": ctx, "trial": tune.grid_search([{"key": t.key, "labels": t.labels,
+                                                     "config": to_dict(t.config)} for t in ts])}
+    tune_path = home / "tune"
+    if resume and tune.Tuner.can_restore(str(tune_path)):
+        tuner = tune.Tuner.restore(str(tune_path), trainable=trainer, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainer,
+            param_space=space,
+            # No metric here: Tune would reject epochs that do not evaluate; spec.metric is read from results.
+            tune_config=tune.TuneConfig(reuse_actors=False),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(home), verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+    grid = tuner.fit()
+    rows = results_rows(grid, spec.metric)
+    table = results_table(rows)
+    out = home / "results.md"
+    out.write_text(table + "\n")
+    tracking.log_artifact(uri, parent, out)
+    errors = sum(1 for r in rows if r["status"] != "ok")
+    tracking.finish(uri, parent, "FINISHED" if not errors else "FAILED")
+    print(table, flush=True)
+    return rows
+
+
+def flatten_space(spec: SweepSpec) -> dict[str, Any]:
+    return {f"space.{k}": _short(list(v) if not isinstance(v, dict) else list(v)) for k, v in spec.space.items()}
+
+
+def results_rows(grid, metric: str) -> list[dict[str, Any]]:
+    rows = []
+    for r in grid:
+        trial = r.config["trial"]
+        cfg = trial["config"]
+        m = r.metrics or {}
+        rows.append({"trial": trial["key"], **trial["labels"], "task": cfg["task"]["name"],
+                     "method": "vanilla" if cfg["memory"]["weight"] == 0 or cfg["data"]["annotation_fraction"] == 0
+                     else "attention_tuner", "seed": cfg["seed"], metric: m.get(metric),
+                     "val/decision_accuracy": m.get("val/decision_accuracy"),
+                     "status": "ok" if r.error is None else f"error: {str(r.error).splitlines()[0][:80]}"})
+    return sorted(rows, key=lambda r: r["trial"])
+
+
+def results_table(rows: list[dict[str, Any]]) -> str:
+    """Per trial, then task x method: mean ± standard error over seeds of the final success rate."""
+    lines = ["| trial | task | method | seed | success rate | decision-step accuracy | status |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s, d = r.get("eval/success_rate"), r.get("val/decision_accuracy")
+        lines.append(f"| {r['trial']} | {r['task']} | {r['method']} | {r['seed']} | "
+                     f"{'' if s is None else f'{s:.2f}'} | {'' if d is None else f'{d:.2f}'} | {r['status']} |")
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        if r.get("eval/success_rate") is not None:
+            groups.setdefault((r["task"], r["method"]), []).append(r["eval/success_rate"])
+    lines += ["", "| task | method | success rate (mean ± s.e.) | seeds |", "|---|---|---|---|"]
+    for (task, method), vals in sorted(groups.items()):
+        mean = sum(vals) / len(vals)
+        se = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) / len(vals)) if len(vals) > 1 else 0.0
+        lines.append(f"| {task} | {method} | {mean:.2f} ± {se:.2f} | {len(vals)} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- entry point
+
+
+def build_parser(prog: str = "sweep") -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=prog, description="Run a sweep with Ray Tune, tracked in MLflow.")
+    ap.add_argument("--dry-run", action="store_true", help="print the trials, datasets and cost; start nothing")
+    ap.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    ap.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns.db)")
+    ap.add_argument("--storage", help="folder for Tune results, trials and datasets (default $ATTENTION_TUNER_STORAGE or runs/sweeps)")
+    ap.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
+                    help="override applied to every trial (e.g. optim.epochs=1 for a smoke run)")
+    return ap
+
+
+def execute(spec: SweepSpec, args: argparse.Namespace) -> int:
+    from attention_tuner.config import parse_assignments
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    extra = parse_assignments(args.set or [])
+    ts = trials(spec, extra)
+    if args.dry_run:
+        print(dry_run(spec, ts))
+        return 0
+    rows = run(spec, resume=args.resume, tracking_uri=args.tracking_uri, storage=args.storage, extra=extra)
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def main(spec: SweepSpec, argv: list[str] | None = None) -> None:
+    """The ``__main__`` of every sweep file (so that ``ray submit cluster.yaml sweeps/x.py`` works)."""
+    from attention_tuner.cli import USER_ERRORS
+
+    args = build_parser(prog=Path(sys.argv[0]).name).parse_args(argv)
+    try:
+        sys.exit(execute(spec, args))
+    except USER_ERRORS as e:
+        print(f"sweep: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,135 @@
+"""Sweeps: files, validation, a real tiny sweep on a local Ray tracked in MLflow, resume after a killed driver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attention_tuner import sweep
+from attention_tuner.cli import main as cli
+from attention_tuner.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.py"))
+CLI = [sys.executable, "-m", "attention_tuner.cli"]
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.name)
+def test_every_sweep_file_loads_and_names_only_real_fields(path):
+    spec = sweep.load_sweep(path)
+    ts = sweep.trials(spec)
+    assert ts and len({t.key for t in ts}) == len(ts)
+    assert "__main__" in path.read_text()  # runnable on its own (ray submit cluster.yaml sweeps/x.py)
+
+
+def test_paper_sweep_covers_the_main_table():
+    ts = sweep.trials(sweep.load_sweep(ROOT / "sweeps" / "paper.py"))
+    combos = {(t.config.task.name, t.config.method, t.config.seed) for t in ts}
+    assert len(combos) == 5 * 2 * 5
+    assert {t.config.model.d_model for t in ts} == {512}
+
+
+BAD = {
+    "unknown key": ('{"optim.lrr": 1}', "{}", "unknown key optim.lrr"),
+    "wrong type": ('{"optim.epochs": "many"}', "{}", "optim.epochs: expected int"),
+    "unknown task": ("{}", '{"task.name": ["Hallway", "Maze"]}', "unknown task 'Maze'"),
+    "head out of range": ("{}", '{"memory.heads": [[[5, 0]]]}', r"\(5, 0\) is out of range"),
+    "fraction": ("{}", '{"data.annotation_fraction": [0.5, 1.5]}', r"annotation_fraction must be in \[0, 1\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_sweep_files_fail_before_any_trial_with_one_line(case, tmp_path, capsys):
+    base, space, message = BAD[case]
+    f = tmp_path / "bad.py"
+    f.write_text(f"from attention_tuner.sweep import SweepSpec\nSWEEP = SweepSpec(name='bad', base={base}, "
+                 f"space={space})\n")
+    with pytest.raises(ConfigError, match=message):
+        sweep.trials(sweep.load_sweep(f))
+    code = cli(["sweep", str(f), "--storage", str(tmp_path / "store"),
+                "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("attention-tuner: error:")
+    assert not (tmp_path / "store").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_missing_or_broken_sweep_file(tmp_path, capsys):
+    assert cli(["sweep", str(tmp_path / "none.py")]) == 2
+    broken = tmp_path / "broken.py"
+    broken.write_text("SWEEP = undefined_name\n")
+    assert cli(["sweep", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep file not found" in err and "NameError" in err
+
+
+def test_dry_run_prints_trials_datasets_and_cost_and_starts_nothing(tmp_path, capsys):
+    assert cli(["sweep", str(ROOT / "sweeps" / "tiny.py"), "--dry-run", "--storage", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "2 trials" in out and "datasets" in out and "PFLOP" in out
+    assert not (tmp_path / "s").exists()
+
+
+def mlflow_runs(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name(experiment)
+    return c, c.search_runs([exp.experiment_id], max_results=100)
+
+
+def test_tiny_sweep_writes_one_parent_and_two_child_runs(tmp_path, ray_local):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    rows = sweep.run(sweep.load_sweep(ROOT / "sweeps" / "tiny.py"), tracking_uri=uri,
+                     storage=str(tmp_path / "store"), verbose=0)
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    c, runs = mlflow_runs(uri, "tiny")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.data.tags["sweep"] == "tiny" and parent.data.tags["git_commit"] and parent.info.status == "FINISHED"
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert child.data.params["task.name"] == "Ordering" and "optim.lr" in child.data.params
+        history = c.get_metric_history(child.info.run_id, "eval/success_rate")
+        assert [m.step for m in history] == [1, 2]
+        assert "train/action_loss" in child.data.metrics
+        artifacts = {a.path for a in c.list_artifacts(child.info.run_id)}
+        assert {"attention.png", "curves.png", "checkpoint", "dataset_manifest.json"} <= artifacts
+    assert "results.md" in {a.path for a in c.list_artifacts(parent.info.run_id)}
+
+
+def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    store = tmp_path / "store"
+    args = CLI + ["sweep", str(ROOT / "sweeps" / "tiny.py"), "--storage", str(store), "--tracking-uri", uri,
+                  "--set", "optim.epochs=4"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:  # wait until some trial has a checkpoint, then kill the driver and its local Ray
+        while time.time() < deadline and not list(store.glob("tiny-*/trials/*/checkpoint/checkpoint.pt")):
+            assert proc.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert list(store.glob("tiny-*/trials/*/checkpoint/checkpoint.pt")), "no checkpoint within the time limit"
+    done = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    c, runs = mlflow_runs(uri, "tiny")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2, [r.data.tags.get("mlflow.runName") for r in runs]
+    for child in children:
+        assert child.info.status == "FINISHED"
+        steps = {m.step for m in c.get_metric_history(child.info.run_id, "train/action_loss")}
+        assert steps == {1, 2, 3, 4}
