@@ -83,7 +83,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = trial_config(args)
     out = Path(args.out or f"runs/{cfg.task.name}-{cfg.method}-seed{cfg.seed}")
 
-    def show(m: dict[str, float], epoch: int) -> None:
+    def show(m: dict[str, float], epoch: int, _ckpt: Path | None) -> None:
         keys = ("train/action_loss", "train/memory_loss", "val/accuracy", "val/decision_accuracy",
                 "val/expert_attention_mass", "eval/success_rate", "perf/samples_per_s")
         print(f"epoch {epoch:>4}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)

@@ -94,6 +94,8 @@ class OptimConfig:
     """Passes over the training episodes."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 disables clipping."""
+    time_budget_s: float = 0.0
+    """Stop after the first epoch that ends past this many seconds of training (0: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +340,7 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     need(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
     need(cfg.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {cfg.optim.batch_size}")
     need(cfg.optim.epochs >= 1, f"optim.epochs must be >= 1, got {cfg.optim.epochs}")
+    need(cfg.optim.time_budget_s >= 0, f"optim.time_budget_s must be >= 0, got {cfg.optim.time_budget_s}")
     need(cfg.optim.grad_clip >= 0, f"optim.grad_clip must be >= 0, got {cfg.optim.grad_clip}")
     need(cfg.eval.episodes >= 0, f"eval.episodes must be >= 0, got {cfg.eval.episodes}")
     need(cfg.eval.every >= 1, f"eval.every must be >= 1, got {cfg.eval.every}")

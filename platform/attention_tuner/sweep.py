@@ -194,21 +194,14 @@ def trainable(params: dict[str, Any]) -> None:
     local = run_dir / "checkpoint" / "checkpoint.pt"
     if restored is not None and not local.is_file():  # e.g. retried on another node
         restored.to_directory(str(run_dir / "checkpoint"))
-    pending: dict[str, float] = {}
 
-    def report(metrics: dict[str, float], epoch: int) -> None:
+    def report(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
         tracking.log_metrics(uri, run_id, metrics, epoch)
-        if epoch % cfg.checkpoint_every and epoch != cfg.optim.epochs:
-            tune.report(dict(metrics))
-        else:
-            pending.clear()
-            pending.update(metrics)
-
-    def on_checkpoint(path: Path, epoch: int) -> None:
-        tune.report(dict(pending), checkpoint=tune.Checkpoint.from_directory(str(path.parent)))
+        saved = tune.Checkpoint.from_directory(str(ckpt.parent)) if ckpt is not None else None
+        tune.report(dict(metrics), checkpoint=saved)
 
     try:
-        result = run_trial(cfg, run_dir, ctx["data_root"], report=report, on_checkpoint=on_checkpoint)
+        result = run_trial(cfg, run_dir, ctx["data_root"], report=report)
         for art in result["artifacts"]:
             tracking.log_artifact(uri, run_id, art)
         tracking.log_artifact(uri, run_id, run_dir / "checkpoint" / "checkpoint.pt", "checkpoint")

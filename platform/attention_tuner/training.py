@@ -1,7 +1,7 @@
 """The training loop: behavioural cloning plus the memory loss. One readable function, no Ray, no MLflow.
 
-Reporting and checkpointing are passed in (``report(metrics, epoch)``, ``on_checkpoint(path, epoch)``), so
-the same loop runs standalone, under Ray Tune and in tests. Seeded end to end: model init from
+Reporting is passed in (``report(metrics, epoch, checkpoint_path_or_None)``, called once per epoch after
+any checkpoint is written), so the same loop runs standalone, under Ray Tune and in tests. Seeded end to end: model init from
 ``cfg.seed``, data order from ``(cfg.seed, epoch)``, dropout from the torch RNG whose state the checkpoint
 keeps; a run resumed from a checkpoint continues exactly as the uninterrupted run would.
 """
@@ -24,7 +24,7 @@ from attention_tuner.evaluation import evaluate
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
 
-Report = Callable[[dict[str, float], int], None]
+Report = Callable[[dict[str, float], int, Path | None], None]
 
 
 def pick_device(name: str) -> torch.device:
@@ -123,7 +123,6 @@ def train(
     demos: datasets.Demonstrations,
     run_dir: str | Path | None = None,
     report: Report | None = None,
-    on_checkpoint: Callable[[Path, int], None] | None = None,
     resume: bool = True,
 ) -> dict[str, float]:
     """Train ``cfg`` on ``demos``; checkpoints go to ``run_dir`` (resumed from there when present).
@@ -154,6 +153,7 @@ def train(
         start_epoch, history = int(state["epoch"]), list(state["history"])
 
     metrics: dict[str, float] = history[-1] if history else {}
+    trained_s = float(history[-1].get("perf/train_s", 0.0)) if history else 0.0
     for epoch in range(start_epoch, cfg.optim.epochs):
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -177,21 +177,23 @@ def train(
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
+        trained_s += elapsed
         metrics = {f"train/{k}": v / counted["batches"] for k, v in sums.items() if k != "memory_loss"}
         if counted["mem_batches"]:
             metrics["train/memory_loss"] = sums["memory_loss"] / counted["mem_batches"]
         metrics["perf/samples_per_s"] = counted["steps"] / elapsed
         metrics["perf/epoch_s"] = elapsed
+        metrics["perf/train_s"] = trained_s
         metrics.update({f"val/{k}": v for k, v in measure(step, demos, val_idx, cfg.optim.batch_size).items()})
-        last = epoch + 1 == cfg.optim.epochs
+        out_of_time = 0 < cfg.optim.time_budget_s <= trained_s
+        last = epoch + 1 == cfg.optim.epochs or out_of_time
         if cfg.eval.episodes and ((epoch + 1) % cfg.eval.every == 0 or last):
             kwargs = {**cfg.task.kwargs, **cfg.eval.kwargs}
             result = evaluate(model, cfg.task.name, kwargs, cfg.eval.episodes, cfg.eval.num_envs, device=device)
             metrics.update({f"eval/{k}": v for k, v in result.items()})
         metrics["epoch"] = float(epoch + 1)
         history.append(metrics)
-        if report is not None:
-            report(metrics, epoch + 1)
+        path = None
         if ckpt_dir is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
             path = checkpoint.save(ckpt_dir, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
@@ -199,8 +201,10 @@ def train(
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "config": to_dict(cfg), "n_actions": n_actions, "history": history,
             })
-            if on_checkpoint is not None:
-                on_checkpoint(path, epoch + 1)
+        if report is not None:
+            report(metrics, epoch + 1, path)
+        if out_of_time:
+            break
     return metrics
 
 

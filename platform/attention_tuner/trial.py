@@ -35,8 +35,7 @@ def run_trial(
     cfg: TrialConfig,
     run_dir: str | Path,
     data_root: str | Path,
-    report: Callable[[dict[str, float], int], None] | None = None,
-    on_checkpoint: Callable[[Path, int], None] | None = None,
+    report: Callable[[dict[str, float], int, Path | None], None] | None = None,
     actors: int | None = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -46,13 +45,13 @@ def run_trial(
     data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress))
     metrics_file = run / "metrics.jsonl"
 
-    def log(metrics: dict[str, float], epoch: int) -> None:
+    def log(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
         with open(metrics_file, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if report is not None:
-            report(metrics, epoch)
+            report(metrics, epoch, ckpt)
 
-    final = training.train(cfg, data, run, report=log, on_checkpoint=on_checkpoint)
+    final = training.train(cfg, data, run, report=log)
     artifacts = write_pictures(run, data)
     return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "manifest": data.manifest}
 
