@@ -1,0 +1,115 @@
+"""cluster.yaml passes Ray's own validation offline; a tiny sweep runs as a Ray Job on a local head."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def cluster_config() -> dict:
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def test_cluster_yaml_passes_rays_validation_offline():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = cluster_config()
+    validate_config(prepare_config(copy.deepcopy(cfg)))  # the launcher's own checks, no cloud credentials
+    types = cfg["available_node_types"]
+    head = types[cfg["head_node_type"]]
+    workers = [t for name, t in types.items() if name != cfg["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0
+    assert any(w["resources"].get("GPU", 0) >= 1 and w["min_workers"] == 0 for w in workers)
+    assert "~/attention-tuner" in cfg["file_mounts"]
+    assert any("pip install" in c and "attention-tuner" in c for c in cfg["setup_commands"])
+    start = " ".join(cfg["head_start_ray_commands"])
+    assert "mlflow server" in start and "0.0.0.0" not in start  # cluster-only, never every interface
+    assert "--dashboard-host=127.0.0.1" in start
+
+
+def test_a_broken_cluster_yaml_is_rejected():
+    import jsonschema
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = cluster_config()
+    cfg["max_workerz"] = 3
+    with pytest.raises(jsonschema.ValidationError, match="max_workerz"):
+        validate_config(prepare_config(cfg))
+
+
+def free_port() -> int:
+    """A free port above Ray's default worker port range (10002-19999)."""
+    import random
+
+    while True:
+        port = random.randint(40000, 60000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+@pytest.mark.slow
+def test_ray_job_submit_of_a_tiny_sweep_to_a_local_head(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = free_port(), free_port()
+    temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", f"--temp-dir={temp}", "--include-dashboard=true"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            probe = subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True)
+            if probe.returncode == 0:
+                break
+            assert head.poll() is None, "ray start --head exited"
+            time.sleep(1)
+        uri = f"sqlite:///{tmp_path}/mlruns.db"
+        job = subprocess.run(
+            [RAY, "job", "submit", "--address", address, "--", sys.executable, str(ROOT / "sweeps" / "tiny.py"),
+             "--storage", str(tmp_path / "store"), "--tracking-uri", uri],
+            env=env, capture_output=True, text=True, timeout=400)
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
+        assert "succeeded" in job.stdout.lower()
+        from mlflow.tracking import MlflowClient
+
+        c = MlflowClient(tracking_uri=uri)
+        runs = c.search_runs([c.get_experiment_by_name("tiny").experiment_id])
+        assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    finally:
+        stop_group(head)  # only the head this test started; never `ray stop`
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
