@@ -16,3 +16,17 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, ray_local):
+    """sweeps/tiny.py run once on the local Ray: (tracking URI, rows, folder)."""
+    from pathlib import Path
+
+    from attention_tuner import sweep
+
+    folder = tmp_path_factory.mktemp("tiny_sweep")
+    uri = f"sqlite:///{folder}/mlruns.db"
+    spec = sweep.load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "tiny.py")
+    rows = sweep.run(spec, tracking_uri=uri, storage=str(folder / "store"), verbose=0)
+    return uri, rows, folder

@@ -83,10 +83,8 @@ def mlflow_runs(uri: str, experiment: str):
     return c, c.search_runs([exp.experiment_id], max_results=100)
 
 
-def test_tiny_sweep_writes_one_parent_and_two_child_runs(tmp_path, ray_local):
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
-    rows = sweep.run(sweep.load_sweep(ROOT / "sweeps" / "tiny.py"), tracking_uri=uri,
-                     storage=str(tmp_path / "store"), verbose=0)
+def test_tiny_sweep_writes_one_parent_and_two_child_runs(tiny_sweep):
+    uri, rows, _ = tiny_sweep
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     c, runs = mlflow_runs(uri, "tiny")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
