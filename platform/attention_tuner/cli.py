@@ -110,6 +110,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return execute(load_sweep(args.file), args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from attention_tuner import tracking
+    from attention_tuner.report import report
+
+    if bool(args.experiment) == bool(args.sweep):
+        raise ValueError("give exactly one of --experiment NAME or --sweep NAME")
+    md = report(tracking.resolve_uri(args.tracking_uri), args.out, experiment=args.experiment, sweep=args.sweep)
+    print(f"wrote {md} (tables as Markdown and CSV, plots as PNG beside it)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every task's expert on a few seeds: a quick look that the installation works."""
     import memory_tasks
@@ -182,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
                        parents=[sweep_parser()], add_help=False)
     p.add_argument("file", help="sweep file, e.g. sweeps/quickstart.py")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="tables and plots from the MLflow runs of an experiment or sweep")
+    p.add_argument("--experiment", help="MLflow experiment name (every trial run in it)")
+    p.add_argument("--sweep", help="sweep name (the trial runs of its latest parent run)")
+    p.add_argument("--out", default="reports", help="folder for report.md, CSVs and PNGs")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns.db)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="run every task's expert on a few seeds and write GIFs")
     p.add_argument("--seeds", type=int, default=20, help="seeds per task")

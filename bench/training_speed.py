@@ -1,0 +1,335 @@
+"""Training and evaluation speed of our AttentionTuner against a naive reference (bench/naive_reference.py).
+
+    .venv/bin/python bench/training_speed.py                  # full run: paper and CPU sizes on Hallway-30
+    .venv/bin/python bench/training_speed.py --quick          # smoke run (Hallway-5, tiny batches), ~1 minute
+
+Prints Markdown tables, one model size after another:
+- training: real (unpadded) steps per second through forward + backward + Adam (action loss + memory loss on
+  head (0, 0), weight 10), ours (batches padded to their longest episode, fused attention except the supervised
+  head) vs the naive (all heads explicit, batches padded to the task's maximum length); the useful FLOP rate
+  against this CPU's float32 matmul peak; the activation memory autograd keeps for the backward pass;
+- evaluation: episodes per second of the naive (one environment, whole history re-run every step) vs ours
+  with one environment and with --num-envs environments (cached decoding), closed loop with an untrained
+  greedy policy (on Hallway it walks until the 4L+25-step limit: the naive's worst case) and teacher-forced
+  replays of expert episodes (their real lengths, chosen at evenly spaced length quantiles).
+
+FLOPs are an analytic count of the matrix multiplications only (convolutions, linear layers, attention scores
+and weighted values; no LayerNorm, softmax or element-wise work), per real step: "useful" counts the real
+tokens only and causal attention (query i against its i + 1 keys); "as the reference counts" counts what the
+naive computes: every padded step, full L x L attention matrices and the output layer on every token.
+Training is 3x the forward count. The peak is the median rate of a float32 NxN torch.matmul (--matmul) on the
+same --threads. Timings are medians of --repeats timed passes after one warm-up pass, ours and naive
+interleaved; run on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from attention_tuner import datasets, demos
+from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
+from attention_tuner.evaluation import evaluate
+from attention_tuner.model import AttentionTuner
+from attention_tuner.training import Stepper, build_model, n_actions_of
+from naive_reference import NaiveAttentionTuner, max_episode_len, pad_batch
+from naive_reference import evaluate as naive_evaluate
+from naive_reference import replay as naive_replay
+
+TASK = "Hallway"
+SIZES = {  # name: (d_model, n_layers, n_heads, d_ff, batch size)
+    "paper": (512, 4, 2, 2048, 64),
+    "cpu": (128, 2, 2, 256, 32),
+}
+QUICK = dict(length=5, episodes=32, batches=1, repeats=2, max_batch=8, naive_episodes=1, single_episodes=2,
+             num_envs=8, matmul=1024)
+Episode = tuple[np.ndarray, np.ndarray]  # obs (T, 7, 7, 3) uint8, actions (T,) int64
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+
+def matmul_peak(n: int, repeats: int = 5) -> float:
+    """Median FLOP/s of a float32 (n x n) @ (n x n) torch.matmul on the current threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
+def forward_flops(T: int, model: AttentionTuner, causal: bool = True, head_all: bool = False) -> float:
+    """Matmul FLOPs of one forward pass over an episode of T steps (2T tokens); see the module docstring."""
+    hp = model.hparams
+    d, ff, n_layers, A = hp["d_model"], hp["d_ff"], hp["n_layers"], hp["n_actions"]
+    L = 2 * T
+    encoders = T * 2 * (49 * 40 * 20 * 9 + 49 * 80 * 40 * 9 + 3920 * d + A * d)  # symbolic obs CNN + actions
+    dense = L * n_layers * 2 * (3 * d * d + d * d + 2 * d * ff)  # qkv, out projection, feed-forward
+    keys = L * (L + 1) / 2 if causal else L * L  # (query, key) pairs computed
+    attention = n_layers * 2 * 2 * keys * d  # scores q.k and weights @ v, over all heads (nh * hs = d)
+    head = (L if head_all else T) * 2 * d * A
+    return encoders + dense + attention + head
+
+
+class SavedBytes:
+    """Bytes autograd saves for the backward pass inside the block (parameters excluded, storages once)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.seen: set[int] = set()
+        self.bytes = 0
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        if s.data_ptr() not in self.params and s.data_ptr() not in self.seen:
+            self.seen.add(s.data_ptr())
+            self.bytes += s.nbytes()
+        return t
+
+    def __enter__(self) -> SavedBytes:
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.hooks.__exit__(*exc)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def rows_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def trial_config(args, size: str) -> TrialConfig:
+    d, n_layers, n_heads, d_ff, batch = SIZES[size]
+    if args.max_batch:
+        batch = min(batch, args.max_batch)
+    return TrialConfig(task=TaskConfig(TASK, {"length": args.length}),
+                       model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
+                       optim=OptimConfig(batch_size=batch))
+
+
+def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, peak: float) -> str:
+    cfg = trial_config(args, size)
+    kwargs = cfg.task.kwargs
+    T_max = max_episode_len(TASK, kwargs)
+    torch.manual_seed(0)
+    ours = build_model(cfg, n_actions)
+    naive = NaiveAttentionTuner.like(ours)
+    device = torch.device("cpu")
+    rng = np.random.default_rng(0)
+    all_batches = list(datasets.batches(data, np.arange(len(data)), data.pairs, cfg.optim.batch_size, rng))
+    batches = [b for b in all_batches if len(b.index) == cfg.optim.batch_size][: args.batches]
+    if not batches:
+        raise SystemExit(f"--episodes {len(data)} gives no full batch of {cfg.optim.batch_size}")
+    padded = [pad_batch(b, T_max) for b in batches]
+
+    # like for like: the same outputs on the same (real) steps, in eval mode (no dropout)
+    ours.eval()
+    naive.eval()
+    with torch.no_grad():
+        b, T = batches[0], batches[0].actions.shape[1]
+        lo, ao = ours(torch.from_numpy(b.obs), torch.from_numpy(b.actions))
+        ln, an = naive(torch.from_numpy(padded[0].obs), torch.from_numpy(padded[0].actions))
+        assert ao is not None and an is not None
+        m = torch.from_numpy(b.mask)
+        diff = max(float((lo - ln[:, :T])[m].abs().max()), float((ao - an[:, :, : 2 * T, : 2 * T]).abs().max()))
+    ours.train()
+    naive.train()
+
+    runs: dict[str, list[float]] = {"ours": [], "naive": []}
+    impls = {"ours": (ours, batches), "naive": (naive, padded)}
+    steps = {name: Stepper(cfg, model, device) for name, (model, _) in impls.items()}
+    optims = {name: torch.optim.Adam(model.parameters(), lr=cfg.optim.lr) for name, (model, _) in impls.items()}
+
+    def one_pass(name: str, only: int | None = None) -> None:
+        for batch in impls[name][1][:only]:
+            out = steps[name](batch)
+            optims[name].zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optims[name].step()
+
+    saved = {}
+    for name, (model, bs) in impls.items():
+        one_pass(name, 1)  # warm-up (also creates Adam's state)
+        with SavedBytes(model) as sb:
+            out = steps[name](bs[0])
+        out["loss"].backward()
+        saved[name] = sb.bytes / 2**20
+    for _ in range(args.repeats):
+        for name in impls:
+            runs[name].append(timed(lambda n=name: one_pass(n)))
+
+    real = float(sum(b.mask.sum() for b in batches))
+    useful = 3 * sum(forward_flops(int(n), ours) for b in batches for n in b.mask.sum(1))
+    counted = 3 * sum(len(b.index) * forward_flops(T_max, ours, causal=False, head_all=True) for b in batches)
+    med = {name: statistics.median(t) for name, t in runs.items()}
+    n_params = ours.num_parameters()
+    header = ["implementation", "padded to", "samples/s", "speed-up", "useful GFLOP/s", "useful % of peak",
+              "GFLOP/s as the reference counts", "activations saved, MB/batch"]
+    rows = []
+    for name in ("naive", "ours"):
+        rate = real / med[name]
+        pad = f"{T_max} (task max)" if name == "naive" else "longest in batch"
+        as_counted = f"{counted / med[name] / 1e9:.1f}" if name == "naive" else "(same as useful)"
+        rows.append([name, pad, f"{rate:,.0f}", f"{med['naive'] / med[name]:.2f}x",
+                     f"{useful / med[name] / 1e9:.1f}", f"{100 * useful / med[name] / peak:.0f}%", as_counted,
+                     f"{saved[name]:,.0f}"])
+    d, n_layers, n_heads, d_ff, _ = SIZES[size]
+    mean_len = real / sum(len(b.index) for b in batches)
+    pad_len = float(np.mean([b.actions.shape[1] for b in batches]))
+    title = (f"### Training, {size} size: d_model {d}, {n_layers} layers, {n_heads} heads, ff {d_ff}, "
+             f"batch {cfg.optim.batch_size}, {n_params / 1e6:.2f}M parameters ({TASK}-{args.length})\n\n"
+             f"{len(batches)} batches a pass ({real:,.0f} real steps, mean episode {mean_len:.1f} steps, ours "
+             f"padded to {pad_len:.1f} on average, naive to {T_max}); median of {args.repeats} passes; "
+             f"matmul peak {peak / 1e9:.1f} GFLOP/s; parameters + Adam state {3 * 4 * n_params / 2**20:.0f} MB "
+             f"for both; max |difference| of logits and supervised attention, naive vs ours: {diff:.1e}\n")
+    return title + "\n" + rows_table(header, rows) + "\n"
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def replay_cached(model: AttentionTuner, episodes: list[Episode], num_envs: int) -> float:
+    """Decode recorded episodes with the key/value cache, num_envs at a time; returns the seconds taken.
+
+    Teacher-forced like ``naive_reference.replay``; finished episodes leave the batch as in ``evaluate``.
+    """
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    for w in range(0, len(episodes), num_envs):
+        wave = sorted(episodes[w : w + num_envs], key=lambda e: -len(e[1]))  # longest first: active = prefix
+        lengths = np.array([len(a) for _, a in wave])
+        cache = model.new_cache(len(wave))
+        prev = None
+        for t in range(int(lengths[0])):
+            n = int((lengths > t).sum())
+            if n < cache.batch_size:
+                cache.select(torch.arange(n))
+                prev = None if prev is None else prev[:n]
+            obs = torch.from_numpy(np.stack([o[t] for o, _ in wave[:n]]))
+            model.step(cache, obs, prev).argmax(-1)
+            prev = torch.from_numpy(np.array([a[t] for _, a in wave[:n]]))
+    model.train(was_training)
+    return time.perf_counter() - start
+
+
+def quantile_episodes(data: datasets.Demonstrations, n: int) -> list[Episode]:
+    """n episodes at evenly spaced quantiles of the length distribution (their mean length ~ the dataset's)."""
+    order = np.argsort(data.lengths, kind="stable")
+    picks = order[((np.arange(n) + 0.5) / n * len(order)).astype(int)]
+    return [(data.episode_obs(i), data.episode_actions(i)) for i in picks]
+
+
+def eval_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) -> str:
+    cfg = trial_config(args, size)
+    kwargs = cfg.task.kwargs
+    torch.manual_seed(0)
+    ours = build_model(cfg, n_actions).eval()
+    naive = NaiveAttentionTuner.like(ours)
+    N = args.num_envs
+    counts = {"naive": args.naive_episodes, "ours, 1 env": args.single_episodes, f"ours, {N} envs": N}
+
+    evaluate(ours, TASK, kwargs, 1, 1)  # warm-up
+    naive_evaluate(naive, TASK, kwargs, 1)
+    closed: dict[str, list[dict[str, float]]] = {k: [] for k in counts}
+    replayed: dict[str, list[float]] = {k: [] for k in counts}
+    reps = {k: quantile_episodes(data, n) for k, n in counts.items()}
+    for _ in range(args.eval_repeats):
+        closed["naive"].append(naive_evaluate(naive, TASK, kwargs, counts["naive"]))
+        closed["ours, 1 env"].append(evaluate(ours, TASK, kwargs, counts["ours, 1 env"], 1))
+        closed[f"ours, {N} envs"].append(evaluate(ours, TASK, kwargs, N, N))
+        replayed["naive"].append(naive_replay(naive, reps["naive"]))
+        replayed["ours, 1 env"].append(replay_cached(ours, reps["ours, 1 env"], 1))
+        replayed[f"ours, {N} envs"].append(replay_cached(ours, reps[f"ours, {N} envs"], N))
+
+    header = ["workload", "implementation", "episodes", "mean length", "episodes/s", "steps/s", "speed-up"]
+    rows = []
+    base = statistics.median(r["episodes_per_s"] for r in closed["naive"])
+    for name, results in closed.items():
+        eps = statistics.median(r["episodes_per_s"] for r in results)
+        sps = statistics.median(r["steps_per_s"] for r in results)
+        rows.append(["closed loop, untrained policy", name, str(counts[name]),
+                     f"{results[0]['mean_length']:.1f}", f"{eps:,.2f}", f"{sps:,.0f}", f"{eps / base:.1f}x"])
+    rates = {}
+    for name, secs in replayed.items():
+        n_steps = sum(len(a) for _, a in reps[name])
+        t = statistics.median(secs)
+        rates[name] = counts[name] / t
+        rows.append(["replay of expert episodes", name, str(counts[name]), f"{n_steps / counts[name]:.1f}",
+                     f"{rates[name]:,.2f}", f"{n_steps / t:,.0f}", f"{rates[name] / rates['naive']:.1f}x"])
+    title = (f"### Evaluation, {size} size ({TASK}-{args.length}, at most {max_episode_len(TASK, kwargs)} "
+             f"steps), median of {args.eval_repeats}; closed loop plays the same held-out seeds in every row\n")
+    return title + "\n" + rows_table(header, rows) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (intra-op)")
+    ap.add_argument("--sizes", default="paper,cpu", help=f"comma-separated, of {sorted(SIZES)}")
+    ap.add_argument("--length", type=int, default=30, help="Hallway length (episodes up to 4L+25 steps)")
+    ap.add_argument("--episodes", type=int, default=256, help="expert episodes in the dataset")
+    ap.add_argument("--batches", type=int, default=3, help="training batches per timed pass")
+    ap.add_argument("--repeats", type=int, default=3, help="timed training passes (median)")
+    ap.add_argument("--max-batch", type=int, default=0, help="cap on the batch size (0: the size's own)")
+    ap.add_argument("--naive-episodes", type=int, default=2, help="episodes the naive evaluation plays")
+    ap.add_argument("--single-episodes", type=int, default=4, help="episodes of our one-environment evaluation")
+    ap.add_argument("--num-envs", type=int, default=32, help="environments of our batched evaluation (= episodes)")
+    ap.add_argument("--eval-repeats", type=int, default=1, help="timed evaluation runs (median)")
+    ap.add_argument("--matmul", type=int, default=2048, help="size N of the NxN matmul that sets the peak")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: train, eval")
+    ap.add_argument("--data-root", default="datasets", help="dataset root (generated there when missing)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        ap.set_defaults(**QUICK)
+        args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sizes = [s for s in args.sizes.split(",") if s]
+    if unknown := set(sizes) - set(SIZES):
+        raise SystemExit(f"--sizes: unknown {sorted(unknown)}; choose from {sorted(SIZES)}")
+    skip = set(filter(None, args.skip.split(",")))
+
+    t0 = time.perf_counter()
+    kwargs = {"length": args.length}
+    path = demos.generate(TASK, kwargs, args.episodes, 0, root=args.data_root, actors=0, progress=False)
+    data = datasets.load(path)
+    n_actions = n_actions_of(TASK, kwargs)
+    peak = matmul_peak(args.matmul)
+    print(f"{TASK}-{args.length}: {len(data)} expert episodes (mean {data.lengths.mean():.1f} steps, longest "
+          f"{data.lengths.max()}); torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"float32 {args.matmul}x{args.matmul} matmul peak {peak / 1e9:.1f} GFLOP/s\n", flush=True)
+    for size in sizes:
+        if "train" not in skip:
+            print(train_bench(args, size, data, n_actions, peak), flush=True)
+        if "eval" not in skip:
+            print(eval_bench(args, size, data, n_actions), flush=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process peak RSS {rss:,.0f} MB; total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

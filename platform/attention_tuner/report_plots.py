@@ -1,0 +1,138 @@
+"""The report's plots: success by task and method, against annotated fraction, the layer x head grid,
+learning curves, and the expert-vs-learned attention of the best and worst trial of each task."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from attention_tuner import tracking  # noqa: E402
+from attention_tuner.report import METRIC, TrialRow, aggregate, copy_artifact  # noqa: E402
+
+COLOURS = {"vanilla": "#888888", "attention_tuner": "#d62728"}
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def success_by_task(rows: list[TrialRow], path: Path) -> Path:
+    groups = aggregate(rows, ("task", "method"))
+    tasks = sorted({g["task"] for g in groups})
+    methods = [m for m in ("vanilla", "attention_tuner") if any(g["method"] == m for g in groups)]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 4))
+    width = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        xs, ys, es, ns = [], [], [], []
+        for j, t in enumerate(tasks):
+            g = next((g for g in groups if g["task"] == t and g["method"] == m), None)
+            if g and g["n"]:
+                xs.append(j + (i - (len(methods) - 1) / 2) * width)
+                ys.append(g["mean"])
+                es.append(g["se"])
+                ns.append(g["n"])
+        ax.bar(xs, ys, width, yerr=es, capsize=4, color=COLOURS.get(m), label=m.replace("_", " "))
+        for x, y, n in zip(xs, ys, ns, strict=True):
+            ax.text(x, y + 0.02, f"n={n}", ha="center", fontsize=7)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("success rate (held-out seeds)")
+    ax.set_title("Success rate by task and method (mean ± s.e. over seeds)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def success_by_fraction(rows: list[TrialRow], path: Path) -> Path:
+    groups = aggregate(rows, ("task", "fraction"))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for task in sorted({g["task"] for g in groups}):
+        gs = sorted((g for g in groups if g["task"] == task and g["n"]), key=lambda g: g["fraction"])
+        # fraction 0 (vanilla) drawn at the left edge of the log axis
+        xs = [g["fraction"] if g["fraction"] > 0 else 3e-4 for g in gs]
+        ax.errorbar(xs, [g["mean"] for g in gs], yerr=[g["se"] for g in gs], marker="o", capsize=3, label=task)
+    ax.set_xscale("log")
+    ax.set_xticks([3e-4, 1e-3, 1e-2, 1e-1, 1], ["0 (vanilla)", "0.1%", "1%", "10%", "100%"])
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("fraction of demonstrations annotated with memory pairs")
+    ax.set_ylabel("success rate (held-out seeds)")
+    ax.set_title("Success against annotated fraction (mean ± s.e.)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def heads_grid(rows: list[TrialRow], path: Path) -> Path:
+    tasks = sorted({r.task for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        cells: dict[tuple[int, int], list[float]] = defaultdict(list)
+        for r in rows:
+            if r.task == task and r.success is not None and r.heads.startswith("[["):
+                heads = json.loads(r.heads)
+                if len(heads) == 1:
+                    cells[tuple(heads[0])].append(r.success)
+        if not cells:
+            continue
+        L = max(k[0] for k in cells) + 1
+        H = max(k[1] for k in cells) + 1
+        grid = np.full((L, H), np.nan)
+        for (layer, head), v in cells.items():
+            grid[layer, head] = np.mean(v)
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+        for (layer, head), v in cells.items():
+            ax.text(head, layer, f"{np.mean(v):.2f}", ha="center", va="center", color="w")
+        ax.set_xticks(range(H))
+        ax.set_yticks(range(L))
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(task)
+    fig.colorbar(im, ax=axes[0].tolist(), label="success rate")
+    fig.suptitle("Memory loss on one (layer, head): success rate")
+    return _save(fig, path)
+
+
+def learning_curves(uri: str, rows: list[TrialRow], path: Path) -> Path:
+    c = tracking.client(uri)
+    tasks = sorted({r.task for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in (r for r in rows if r.task == task):
+            hist = tracking.retry(lambda r=r: c.get_metric_history(r.run_id, METRIC))
+            pts = sorted((m.step, m.value) for m in hist)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), color=COLOURS.get(r.method), alpha=0.8, marker=".",
+                        label=f"{r.method.replace('_', ' ')} seed {r.seed}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("success rate")
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+    fig.suptitle("Learning curves: closed-loop success on held-out seeds")
+    return _save(fig, path)
+
+
+def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, Path]]:
+    out = [("Success by task and method", success_by_task(rows, folder / "success_by_task.png")),
+           ("Learning curves", learning_curves(uri, rows, folder / "learning_curves.png"))]
+    if len({r.fraction for r in rows}) > 1:
+        out.append(("Success against annotated fraction", success_by_fraction(rows, folder / "fraction.png")))
+    if len({r.heads for r in rows if r.method == "attention_tuner"}) > 2:
+        out.append(("Layer x head ablation", heads_grid(rows, folder / "heads_grid.png")))
+    for task in sorted({r.task for r in rows}):
+        done = sorted((r for r in rows if r.task == task and r.success is not None), key=lambda r: r.success)
+        for label, r in (("worst", done[0]), ("best", done[-1])) if done else ():
+            dest = folder / f"attention_{task}_{label}.png"
+            if copy_artifact(uri, r.run_id, "attention.png", dest):
+                out.append((f"{task}, {label} trial ({r.name}, success {r.success:.2f}): expert vs learned "
+                            "attention", dest))
+    return out

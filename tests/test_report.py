@@ -1,0 +1,80 @@
+"""Reports from synthetic MLflow runs in a temporary store: aggregation, failed trials, outputs."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from attention_tuner import tracking
+from attention_tuner.cli import main as cli
+from attention_tuner.report import aggregate, load_rows, mean_se, report
+
+
+def make_store(tmp_path, trials):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    exp = tracking.ensure_experiment(uri, "synthetic")
+    parent = tracking.start_parent(uri, exp, "synthetic", "sweep-1", {})
+    for i, (task, weight, fraction, seed, success, status) in enumerate(trials):
+        run = tracking.child_run(uri, exp, parent, f"{i:03d}", "synthetic", {
+            "task.name": task, "memory.weight": weight, "data.annotation_fraction": fraction, "seed": seed,
+            "memory.heads": "[[0, 0]]"})
+        if success is not None:
+            tracking.log_metrics(uri, run, {"eval/success_rate": 0.0}, 1)
+            tracking.log_metrics(uri, run, {"eval/success_rate": success}, 2)  # the final value counts
+        tracking.finish(uri, run, status)
+    tracking.finish(uri, parent)
+    return uri
+
+
+TRIALS = [
+    ("Hallway", 10, 1.0, 0, 0.9, "FINISHED"), ("Hallway", 10, 1.0, 1, 0.7, "FINISHED"),
+    ("Hallway", 10, 1.0, 2, 0.8, "FINISHED"), ("Hallway", 0, 1.0, 0, 0.2, "FINISHED"),
+    ("Hallway", 0, 1.0, 1, None, "FAILED"),
+    ("Ordering", 10, 0.1, 0, 0.5, "FINISHED"), ("Ordering", 10, 0.0, 0, 0.1, "FINISHED"),
+]
+
+
+def test_mean_and_standard_error_by_hand():
+    mean, se = mean_se([0.9, 0.7, 0.8])
+    assert mean == pytest.approx(0.8)
+    assert se == pytest.approx(math.sqrt(((0.1**2) + (0.1**2) + 0) / 2 / 3))  # sample sd / sqrt(n)
+    assert mean_se([0.4]) == (0.4, 0.0)
+
+
+def test_aggregation_of_runs_counts_seeds_and_reports_failures(tmp_path):
+    uri = make_store(tmp_path, TRIALS)
+    rows = load_rows(uri, experiment="synthetic")
+    assert len(rows) == 7
+    groups = {(g["task"], g["method"]): g for g in aggregate(rows, ("task", "method"))}
+    at = groups["Hallway", "attention_tuner"]
+    assert at["n"] == 3 and at["mean"] == pytest.approx(0.8) and at["se"] == pytest.approx(0.0577, abs=1e-4)
+    van = groups["Hallway", "vanilla"]
+    assert van["n"] == 1 and van["mean"] == pytest.approx(0.2) and van["missing"] == ["004 (failed)"]
+    # fraction 0 is the vanilla baseline even with the memory loss weight set
+    assert groups["Ordering", "vanilla"]["mean"] == pytest.approx(0.1)
+
+
+def test_report_writes_tables_csv_and_plots(tmp_path):
+    uri = make_store(tmp_path, TRIALS)
+    md = report(uri, tmp_path / "out", experiment="synthetic")
+    text = md.read_text()
+    assert "| Hallway | attention_tuner | 0.80 ± 0.06 | 3 |  |" in text
+    assert "| Hallway | vanilla | 0.20 ± 0.00 | 1 | 004 (failed) |" in text
+    assert "annotated fraction" in text  # fractions differ, so the fraction table is there
+    with open(tmp_path / "out" / "task_method.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["task"] for r in rows} == {"Hallway", "Ordering"}
+    for png in ("success_by_task.png", "learning_curves.png", "fraction.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_cli_errors_are_one_line(tmp_path, capsys):
+    uri = make_store(tmp_path, TRIALS[:1])
+    capsys.readouterr()
+    assert cli(["report", "--experiment", "nope", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
+    assert cli(["report", "--tracking-uri", uri]) == 2
+    assert cli(["report", "--experiment", "synthetic", "--tracking-uri", "mysql-ish", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith("attention-tuner: error:") for e in err)
