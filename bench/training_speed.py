@@ -25,6 +25,7 @@ interleaved; run on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default="paper,cpu", help=f"comma-separated, of {sorted(SIZES)}")
     ap.add_argument("--length", type=int, default=30, help="Hallway length (episodes up to 4L+25 steps)")
     ap.add_argument("--episodes", type=int, default=256, help="expert episodes in the dataset")
-    ap.add_argument("--batches", type=int, default=3, help="training batches per timed pass")
+    ap.add_argument("--batches", type=int, default=2, help="training batches per timed pass")
     ap.add_argument("--repeats", type=int, default=3, help="timed training passes (median)")
     ap.add_argument("--max-batch", type=int, default=0, help="cap on the batch size (0: the size's own)")
     ap.add_argument("--naive-episodes", type=int, default=2, help="episodes the naive evaluation plays")
@@ -314,6 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     skip = set(filter(None, args.skip.split(",")))
 
     t0 = time.perf_counter()
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"WARNING: load average {load:.1f}: other processes compete for the CPU; with --threads > 1 every "
+              f"parallel region waits for a descheduled thread and small operations slow down many times over\n")
     kwargs = {"length": args.length}
     path = demos.generate(TASK, kwargs, args.episodes, 0, root=args.data_root, actors=0, progress=False)
     data = datasets.load(path)
