@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The quickstart sweep end to end (datasets, 8 Ray Tune trials, MLflow), then its table; open the UI with
+# `make mlflow-ui`. Results land in ./mlruns.db, ./mlartifacts and ./runs/sweeps.
 run: $(STAMP)
-	$(VENV)/bin/attention-tuner demo
+	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/attention-tuner sweep sweeps/quickstart.py
+	$(VENV)/bin/attention-tuner report --sweep quickstart --out runs/reports/quickstart
+	@echo "MLflow UI: make mlflow-ui, then open http://127.0.0.1:5000 (experiment 'quickstart')"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check platform tasks tests bench sweeps

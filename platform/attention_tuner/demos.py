@@ -355,6 +355,12 @@ class _Pool:
             _Pool._cached = None
 
 
+def release_workers() -> None:
+    """Stop the kept generation workers (they hold CPUs that training trials need)."""
+    if _Pool._cached is not None:
+        _Pool._cached.close()
+
+
 def write_manifest(out: Path, req: Request, shards: list[dict[str, Any]]) -> None:
     kept = sum(s["episodes"] for s in shards)
     failed = sum(s["failed"] for s in shards)

@@ -24,8 +24,11 @@ def _save(fig, path: Path) -> Path:
 
 @torch.no_grad()
 def attention_figure(model, encode, demos: datasets.Demonstrations, episode: int, path: str | Path,
-                     title: str = "") -> Path:
-    """Expert matrix E (observation rows) beside the attention of every supervised head, for one episode."""
+                     title: str = "", supervised: tuple = ()) -> Path:
+    """Expert matrix E (observation rows) beside the attention of every head ``model`` returns, for one episode.
+
+    Heads the memory loss trains are marked "(supervised)" when ``supervised`` names them.
+    """
     obs = encode(demos.episode_obs(episode)[None])
     actions = torch.from_numpy(demos.episode_actions(episode)[None]).to(obs.device)
     was = model.training
@@ -37,13 +40,15 @@ def attention_figure(model, encode, demos: datasets.Demonstrations, episode: int
     panels = [("expert pairs", E)]
     if attn is not None:
         for s, (layer, head) in enumerate(model.supervised):
-            panels.append((f"layer {layer} head {head}", attn[0, s].float().cpu().numpy()[0::2, 0::2]))
+            mark = " (supervised)" if (layer, head) in supervised else ""
+            panels.append((f"layer {layer} head {head}{mark}", attn[0, s].float().cpu().numpy()[0::2, 0::2]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
-    for ax, (name, m) in zip(axes[0], panels, strict=True):
+    for i, (ax, (name, m)) in enumerate(zip(axes[0], panels, strict=True)):
         im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name)
         ax.set_xlabel("recalled step p (key)")
-        ax.set_ylabel("decision step q (query)")
+        if i == 0:
+            ax.set_ylabel("decision step q (query)")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention on observation tokens")
     fig.suptitle(title or f"episode seed {int(demos.seeds[episode])}: expert vs learned attention")
     return _save(fig, Path(path))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attention_tuner import tracking
+from attention_tuner import demos, tracking
 from attention_tuner.config import ConfigError, TrialConfig, apply_overrides, build, flatten, to_dict
 from attention_tuner.presets import CPU_MODEL, METHODS, PAPER_MODEL, PAPER_TASKS  # noqa: F401  (for sweep files)
 
@@ -252,6 +252,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
         probe = apply_overrides(probe, {"task.name": task, "task.kwargs": kwargs, "data.episodes": n,
                                         "data.seed": seed})
         dataset_for(probe, data_root, actors=None, progress=True)
+    demos.release_workers()  # their CPUs go to the trials
 
     ctx = {"uri": uri, "experiment_id": experiment_id, "parent": parent, "sweep": spec.name,
            "trials": str(home / "trials"), "data_root": str(data_root)}

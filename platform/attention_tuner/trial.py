@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from attention_tuner import datasets, demos, plots, training
-from attention_tuner.config import TrialConfig, to_dict
+from attention_tuner.config import TrialConfig, supervised_heads, to_dict
+from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
 
 
@@ -56,14 +57,24 @@ def run_trial(
     return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "manifest": data.manifest}
 
 
+def all_heads(model: AttentionTuner) -> AttentionTuner:
+    """The same weights in a model that returns every head's attention (for pictures, not training)."""
+    heads = [(layer, h) for layer in range(model.n_layers) for h in range(model.n_heads)]
+    twin = AttentionTuner(**{**model.hparams, "supervised": heads})
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
+
+
 def write_pictures(run: Path, data: datasets.Demonstrations) -> list[Path]:
     """Attention heatmap on a held-out demonstration and learning curves, from the final checkpoint."""
     model, cfg, state = training.load_policy(run / "checkpoint")
+    model = all_heads(model)
     _, val = datasets.split(data, cfg.data.val_fraction)
     episode = int(val[0]) if len(val) else 0
     encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, "cpu")
     title = f"{cfg.task.name} ({cfg.method}, seed {cfg.seed}), held-out episode: expert vs learned attention"
     return [
-        plots.attention_figure(model, encode, data, episode, run / "attention.png", title),
+        plots.attention_figure(model, encode, data, episode, run / "attention.png", title,
+                               supervised=tuple(supervised_heads(cfg))),
         plots.learning_curves(state["history"], run / "curves.png", f"{cfg.task.name} ({cfg.method}, seed {cfg.seed})"),
     ]
