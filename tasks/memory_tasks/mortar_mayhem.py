@@ -74,12 +74,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from minigrid.core.constants import COLOR_TO_IDX
-from minigrid.core.grid import Grid
-from minigrid.core.world_object import Lava, WorldObj
 
 from memory_tasks import core
-from memory_tasks.core import TILE_PIXELS
-from memory_tasks.gridworld import AGENT, DIR_TO_VEC, EMPTY, GREY, LAVA, NORTH, WALL, agent_code
+from memory_tasks.gridworld import DIR_TO_VEC, EMPTY, GREY, LAVA, NORTH, WALL, agent_code, arena_pixels
 
 TASK = "MortarMayhem"
 ARENA = 5  # arena side in tiles
@@ -115,36 +112,9 @@ _BASE[:, :, 1] = GREY
 _BASE[1:6, 1:6] = (EMPTY, 0, 0)
 
 
-class _Tiles:
-    """12-pixel tiles by cell code, filled on first use; rows[code] indexes ``images`` (-1: not yet drawn)."""
-
-    rows = np.full(11 * 6 * 3, -1, dtype=np.int64)
-    images = np.zeros((0, TILE_PIXELS, TILE_PIXELS, 3), dtype=np.uint8)
-
-    @classmethod
-    def add(cls, codes: np.ndarray) -> None:
-        for code in np.unique(codes):
-            kind, colour, state = int(code) // 18, int(code) // 3 % 6, int(code) % 3
-            if kind == AGENT:  # as gridworld.arena_pixels draws it
-                tile = Grid.render_tile(
-                    Lava() if state == 1 else None, agent_dir=colour, tile_size=TILE_PIXELS
-                )
-            else:
-                tile = Grid.render_tile(WorldObj.decode(kind, colour, state), tile_size=TILE_PIXELS)
-            cls.rows[code] = len(cls.images)
-            cls.images = np.concatenate([cls.images, tile[None].astype(np.uint8)])
-
-
 def symbolic_to_pixels(symbolic: np.ndarray) -> np.ndarray:
-    """The (84, 84, 3) RGB image of a symbolic observation: exactly ``gridworld.arena_pixels(symbolic)``
-    (yellow walls, lava, the agent), composed from cached tiles because it runs once per step."""
-    codes = (symbolic[:, :, 0].astype(np.int64) * 6 + symbolic[:, :, 1]) * 3 + symbolic[:, :, 2]  # (x, y)
-    rows = _Tiles.rows[codes]
-    if (rows < 0).any():
-        _Tiles.add(codes[rows < 0])
-        rows = _Tiles.rows[codes]
-    tiles = _Tiles.images[rows]  # (x, y, py, px, 3)
-    return tiles.transpose(1, 2, 0, 3, 4).reshape(7 * TILE_PIXELS, 7 * TILE_PIXELS, 3)
+    """The (84, 84, 3) RGB image of a symbolic observation: ``gridworld.arena_pixels`` (a tile-table lookup)."""
+    return arena_pixels(symbolic)
 
 
 def shown_command(symbolic: np.ndarray) -> int | None:

@@ -108,19 +108,9 @@ VIEW = 7
 NOOP, LEFT, RIGHT, FORWARD = 0, 1, 2, 3
 Cell = tuple[int, int]
 
-_PIXEL_CACHE: dict[bytes, np.ndarray] = {}
-_PIXEL_CACHE_MAX = 4096  # a 7x7 grid has 49 cells x 4 headings x 2 (mark or not) = 392 views
-
-
 def symbolic_to_pixels(symbolic: np.ndarray) -> np.ndarray:
-    """The (84, 84, 3) render of a symbolic arena view (``gridworld.arena_pixels``, memoised)."""
-    key = np.ascontiguousarray(symbolic, dtype=np.uint8).tobytes()
-    image = _PIXEL_CACHE.get(key)
-    if image is None:
-        image = arena_pixels(np.asarray(symbolic, dtype=np.uint8))
-        if len(_PIXEL_CACHE) < _PIXEL_CACHE_MAX:
-            _PIXEL_CACHE[key] = image
-    return image.copy()
+    """The (84, 84, 3) render of a symbolic view: ``gridworld.arena_pixels`` (a tile-table lookup)."""
+    return arena_pixels(np.asarray(symbolic, dtype=np.uint8))
 
 
 def neighbours(cell: Cell, size: int) -> list[Cell]:

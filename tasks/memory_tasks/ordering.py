@@ -116,19 +116,9 @@ def _empty_room_view() -> np.ndarray:
 
 EMPTY_VIEW = _empty_room_view()
 
-_PIXEL_CACHE: dict[bytes, np.ndarray] = {}
-_PIXEL_CACHE_MAX = 1024  # the task has only 18 + 18 * 17 + 1 = 325 distinct views
-
-
 def symbolic_to_pixels(symbolic: np.ndarray) -> np.ndarray:
-    """The (84, 84, 3) point-of-view render of a symbolic view (``gridworld.ltmb_pixels``, memoised)."""
-    key = np.ascontiguousarray(symbolic, dtype=np.uint8).tobytes()
-    image = _PIXEL_CACHE.get(key)
-    if image is None:
-        image = ltmb_pixels(np.asarray(symbolic, dtype=np.uint8))
-        if len(_PIXEL_CACHE) < _PIXEL_CACHE_MAX:
-            _PIXEL_CACHE[key] = image
-    return image.copy()
+    """The (84, 84, 3) render of a symbolic view: ``gridworld.ltmb_pixels`` (a tile-table lookup)."""
+    return ltmb_pixels(np.asarray(symbolic, dtype=np.uint8))
 
 
 def _mission() -> str:  # module level (not a lambda) so that the env pickles
