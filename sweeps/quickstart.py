@@ -5,7 +5,7 @@ CPU run already separates the methods (see docs/results.md and the pilots in doc
 
 - Mortar Mayhem with 3 commands (symbolic observations): at every execution step the expert recalls the
   three frames that showed the current command; 20 epochs on 1,000 demonstrations.
-- Ordering with 5 choices: each answer needs the two frames that showed the two objects; 45 epochs on
+- Ordering with 5 choices: each answer needs the two frames that showed the two objects; 55 epochs on
   1,000 demonstrations (AttentionTuner's decision accuracy leaves chance after about 35; vanilla's does not).
 
 Model: d_model 128, 2 layers, 2 heads, feed-forward 256, Adam lr 1e-3, batch 32 (attention_tuner.presets.CPU_MODEL);
@@ -17,7 +17,7 @@ from attention_tuner.sweep import CPU_MODEL, METHODS, SweepSpec, main
 TASKS = {
     "MortarMayhem3": {"task.name": "MortarMayhem", "task.kwargs": {"commands": 3}, "task.obs_mode": "symbolic",
                       "optim.epochs": 20, "eval.every": 5},
-    "Ordering5": {"task.name": "Ordering", "task.kwargs": {"length": 5}, "optim.epochs": 45, "eval.every": 15},
+    "Ordering5": {"task.name": "Ordering", "task.kwargs": {"length": 5}, "optim.epochs": 55, "eval.every": 11},
 }
 
 SWEEP = SweepSpec(

@@ -268,7 +268,8 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
             trainer,
             param_space=space,
             # No metric here: Tune would reject epochs that do not evaluate; spec.metric is read from results.
-            tune_config=tune.TuneConfig(reuse_actors=False),
+            tune_config=tune.TuneConfig(reuse_actors=False, trial_name_creator=_trial_name,
+                                        trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(home), verbose=verbose,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
@@ -285,6 +286,11 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     tracking.finish(uri, parent, "FINISHED" if not errors else "FAILED")
     print(table, flush=True)
     return rows
+
+
+def _trial_name(trial) -> str:
+    """Tune shows and stores trials under their sweep key (e.g. 002-MortarMayhem3-attention_tuner-0)."""
+    return trial.config["trial"]["key"]
 
 
 def flatten_space(spec: SweepSpec) -> dict[str, Any]:
