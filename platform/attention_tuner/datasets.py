@@ -198,9 +198,27 @@ def make_batch(demos: Demonstrations, index: np.ndarray, pairs: list[np.ndarray 
     return Batch(obs, actions, mask, [pairs[i] for i in index], np.asarray(index))
 
 
+BUCKET_BATCHES = 8  # length bucketing: sort runs of this many batches by length before cutting them
+
+
 def batches(demos: Demonstrations, index: np.ndarray, pairs: list[np.ndarray | None], batch_size: int,
-            rng: np.random.Generator | None = None):
-    """Yield batches over ``index`` (shuffled by ``rng`` when given)."""
+            rng: np.random.Generator | None = None, bucket: bool = True):
+    """Yield batches over ``index``, each padded only to its own longest episode.
+
+    With ``rng`` the order is shuffled. With ``bucket`` the shuffled episodes are cut into runs of
+    ``BUCKET_BATCHES`` batches, each run sorted by length before it is cut into batches, and the batches
+    shuffled again: episodes of similar length share a batch, so little compute goes to padding, while every
+    batch is still a random draw (the composition changes every epoch).
+    """
     order = rng.permutation(index) if rng is not None else np.asarray(index)
-    for start in range(0, len(order), batch_size):
-        yield make_batch(demos, order[start : start + batch_size], pairs)
+    chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    if bucket and rng is not None:
+        run = batch_size * BUCKET_BATCHES
+        chunks = []
+        for s in range(0, len(order), run):
+            part = order[s : s + run]
+            part = part[np.argsort(demos.lengths[part], kind="stable")]
+            chunks += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
+        chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+    for chunk in chunks:
+        yield make_batch(demos, chunk, pairs)
