@@ -207,8 +207,7 @@ def _shard_worker_class():
 def default_actors() -> int:
     import ray
 
-    cpus = ray.available_resources().get("CPU", 1.0)
-    return max(1, int(cpus // 0.5) // 2 or 1)  # one actor per free CPU, each asking for half of one
+    return max(1, int(ray.available_resources().get("CPU", 1.0)))  # one actor per free CPU (each asks for 0.5)
 
 
 class Progress:

@@ -19,7 +19,7 @@ import torch
 
 import memory_tasks
 from attention_tuner import checkpoint, datasets, losses
-from attention_tuner.config import TrialConfig, supervised_heads, to_dict
+from attention_tuner.config import TrialConfig, build, supervised_heads, to_dict
 from attention_tuner.evaluation import evaluate
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
@@ -210,11 +210,8 @@ def train(
 
 def load_policy(path: str | Path, device: str = "cpu") -> tuple[AttentionTuner, TrialConfig, dict[str, Any]]:
     """The model of a checkpoint, ready to evaluate, with its configuration."""
-    from attention_tuner.config import TrialConfig as _TC
-    from attention_tuner.config import build
-
     state = checkpoint.load(path, map_location=device)
-    cfg = build(_TC, state["config"])
+    cfg = build(TrialConfig, state["config"])
     model = build_model(cfg, int(state["n_actions"])).to(device)
     model.load_state_dict(state["model"])
     model.eval()
