@@ -131,3 +131,46 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
         assert child.info.status == "FINISHED"
         steps = {m.step for m in c.get_metric_history(child.info.run_id, "train/action_loss")}
         assert steps == {1, 2, 3, 4}
+
+
+def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint(tmp_path):
+    """SIGKILL the process running a trial: Tune retries it from its last checkpoint, the final metrics equal
+    an uninterrupted run's, and its MLflow run is the same run, continued (no duplicate)."""
+    from attention_tuner import datasets, training
+    from attention_tuner.config import TrialConfig, build
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    store = tmp_path / "store"
+    args = CLI + ["sweep", str(ROOT / "sweeps" / "tiny.py"), "--storage", str(store), "--tracking-uri", uri,
+                  "--set", "optim.epochs=5"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    killed = None
+    try:
+        deadline = time.time() + 240
+        while killed is None and time.time() < deadline and proc.poll() is None:
+            for ckpt in store.glob("tiny-*/trials/*/checkpoint/checkpoint.pt"):
+                pid_file = ckpt.parent.parent / "worker.pid"
+                if pid_file.is_file():
+                    killed = ckpt.parent.parent.name
+                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                    break
+            time.sleep(0.2)
+        assert killed, "no trial checkpoint appeared to interrupt"
+        assert proc.wait(timeout=400) == 0, "the sweep did not survive the killed trial"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    c, runs = mlflow_runs(uri, "tiny")
+    children = {r.data.tags["trial_key"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children.values())
+    history = c.get_metric_history(children[killed].info.run_id, "train/action_loss")
+    assert {m.step for m in history} == {1, 2, 3, 4, 5}
+    # the same trial, uninterrupted, in this process
+    cfg = build(TrialConfig, __import__("yaml").safe_load(
+        (next(store.glob(f"tiny-*/trials/{killed}")) / "config.yaml").read_text()))
+    data = datasets.load(next((store / "datasets").glob("Ordering-*")))
+    final = training.train(cfg, data, tmp_path / "uninterrupted")
+    last = {m.step: m.value for m in history}[5]
+    assert last == pytest.approx(final["train/action_loss"], rel=1e-6)

@@ -190,6 +190,8 @@ def trainable(params: dict[str, Any]) -> None:
     uri, run_dir = ctx["uri"], Path(ctx["trials"]) / spec["key"]
     run_id = tracking.child_run(uri, ctx["experiment_id"], ctx["parent"], spec["key"], ctx["sweep"],
                                 {**flatten(cfg), **{f"label.{k}": v for k, v in spec["labels"].items()}})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "worker.pid").write_text(f"{os.getpid()}\n")  # which process runs the trial (for operators)
     restored = tune.get_checkpoint()
     local = run_dir / "checkpoint" / "checkpoint.pt"
     if restored is not None and not local.is_file():  # e.g. retried on another node
