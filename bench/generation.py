@@ -3,6 +3,7 @@
     .venv/bin/python bench/generation.py speed   --episodes 1000      # plain loop vs 1 and 2 Ray actors
     .venv/bin/python bench/generation.py storage                      # bytes on disk per episode and step
     .venv/bin/python bench/generation.py load                         # paper-size datasets -> training-ready
+    .venv/bin/python bench/generation.py multiprocessing              # the ceiling: 2 plain processes vs 1
 
 Each prints a Markdown table. Run on an otherwise idle machine; numbers are medians of --repeats runs.
 """
@@ -129,15 +130,39 @@ def load(args) -> None:
               f"| {peak / 2**20:,.0f} MiB | {r['array_bytes'] / 2**20:,.0f} MiB |", flush=True)
 
 
+def _rollouts(seeds: tuple[int, int]) -> None:
+    env = memory_tasks.make("Counting", obs_mode="symbolic")
+    for s in range(*seeds):
+        memory_tasks.rollout(env, s)
+
+
+def multiprocessing_ceiling(args) -> None:
+    """How two plain processes (no Ray) scale on this machine: the ceiling for 2 actors vs 1."""
+    import multiprocessing as mp
+
+    n = args.episodes
+    _rollouts((0, 20))
+    t0 = time.perf_counter()
+    _rollouts((0, n))
+    one = time.perf_counter() - t0
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(_rollouts, [(0, 10), (10, 20)])
+        t0 = time.perf_counter()
+        pool.map(_rollouts, [(0, n), (n, 2 * n)])
+        two = time.perf_counter() - t0
+    print(f"Counting-20, {n} episodes per process: 1 process {one:.2f} s, 2 processes (2x the work) {two:.2f} s, "
+          f"speed-up {2 * one / two:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["speed", "storage", "load"])
+    ap.add_argument("what", choices=["speed", "storage", "load", "multiprocessing"])
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--root", default="datasets", help="dataset root for `load` (datasets are kept)")
     ap.add_argument("--actors", type=int, default=None)
     args = ap.parse_args()
-    {"speed": speed, "storage": storage, "load": load}[args.what](args)
+    {"speed": speed, "storage": storage, "load": load, "multiprocessing": multiprocessing_ceiling}[args.what](args)
 
 
 if __name__ == "__main__":

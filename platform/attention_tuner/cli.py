@@ -16,6 +16,7 @@ from typing import Any
 from attention_tuner.checkpoint import CheckpointError
 from attention_tuner.config import ConfigError, parse_assignments
 from attention_tuner.demos import DatasetError
+from attention_tuner.presets import CLI_PRESETS as PRESETS
 
 USER_ERRORS = (ValueError, ConfigError, DatasetError, CheckpointError, FileNotFoundError, NotADirectoryError, PermissionError)
 
@@ -54,9 +55,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"{path}  episodes={manifest['episodes']} failed={manifest['failed']} "
           f"expert_success={manifest['expert_success_rate']:.3f}")
     return 0
-
-
-from attention_tuner.presets import CLI_PRESETS as PRESETS  # noqa: E402
 
 
 def trial_config(args: argparse.Namespace):

@@ -174,14 +174,13 @@ def existing_shard(path: Path, seeds: tuple[int, int]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        meta = pq.read_metadata(path)
         table = pq.read_table(path, columns=["length", "seed"])
     except Exception:  # a damaged leftover: regenerate it
         return None
     seeds_in = table.column("seed").to_numpy()
-    if meta.num_rows and (seeds_in.min() < seeds[0] or seeds_in.max() >= seeds[1]):
+    if table.num_rows and (seeds_in.min() < seeds[0] or seeds_in.max() >= seeds[1]):
         return None
-    kept = meta.num_rows
+    kept = table.num_rows
     return shard_entry(path, seeds, kept, (seeds[1] - seeds[0]) - kept, int(table.column("length").to_numpy().sum()))
 
 

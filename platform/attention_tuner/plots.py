@@ -14,7 +14,8 @@ import torch  # noqa: E402
 from attention_tuner import datasets, losses  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write a figure atomically (a temporary name, then a rename) and close it."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -51,7 +52,7 @@ def attention_figure(model, encode, demos: datasets.Demonstrations, episode: int
             ax.set_ylabel("decision step q (query)")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention on observation tokens")
     fig.suptitle(title or f"episode seed {int(demos.seeds[episode])}: expert vs learned attention")
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def learning_curves(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
@@ -76,4 +77,4 @@ def learning_curves(history: list[dict[str, float]], path: str | Path, title: st
     ax2.set_title("accuracy, attention on expert keys, success")
     ax2.legend(fontsize=8)
     fig.suptitle(title)
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))

@@ -14,17 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attention_tuner import tracking  # noqa: E402
+from attention_tuner.plots import save_png  # noqa: E402
 from attention_tuner.report import METRIC, TrialRow, aggregate, copy_artifact  # noqa: E402
 
 COLOURS = {"vanilla": "#888888", "attention_tuner": "#d62728"}
-
-
-def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def success_by_task(rows: list[TrialRow], path: Path) -> Path:
@@ -50,7 +43,7 @@ def success_by_task(rows: list[TrialRow], path: Path) -> Path:
     ax.set_ylabel("success rate (held-out seeds)")
     ax.set_title("Success rate by task and method (mean ± s.e. over seeds)")
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def success_by_fraction(rows: list[TrialRow], path: Path) -> Path:
@@ -68,7 +61,7 @@ def success_by_fraction(rows: list[TrialRow], path: Path) -> Path:
     ax.set_ylabel("success rate (held-out seeds)")
     ax.set_title("Success against annotated fraction (mean ± s.e.)")
     ax.legend()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def heads_grid(rows: list[TrialRow], path: Path) -> Path:
@@ -98,7 +91,7 @@ def heads_grid(rows: list[TrialRow], path: Path) -> Path:
         ax.set_title(task)
     fig.colorbar(im, ax=axes[0].tolist(), label="success rate")
     fig.suptitle("Memory loss on one (layer, head): success rate")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def learning_curves(uri: str, rows: list[TrialRow], path: Path) -> Path:
@@ -118,7 +111,7 @@ def learning_curves(uri: str, rows: list[TrialRow], path: Path) -> Path:
         ax.set_title(task)
         ax.legend(fontsize=7)
     fig.suptitle("Learning curves: closed-loop success on held-out seeds")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, Path]]:

@@ -13,7 +13,6 @@ import argparse
 import importlib.util
 import itertools
 import json
-import math
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 from attention_tuner import demos, tracking
 from attention_tuner.config import ConfigError, TrialConfig, apply_overrides, build, flatten, to_dict
 from attention_tuner.presets import CPU_MODEL, METHODS, PAPER_MODEL, PAPER_TASKS  # noqa: F401  (for sweep files)
+from attention_tuner.report import mean_se
 
 
 @dataclass(frozen=True)
@@ -225,8 +225,6 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     import ray
     from ray import tune
 
-    from attention_tuner.trial import dataset_for
-
     ts = trials(spec, extra)
     uri = tracking.resolve_uri(tracking_uri)
     root = Path(storage or os.environ.get("ATTENTION_TUNER_STORAGE") or "runs/sweeps").resolve()
@@ -250,10 +248,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False, configure_logging=False)
     data_root = root / "datasets"
     for task, kwargs, n, seed in datasets_needed(ts):  # each distinct dataset once, before any trial
-        probe = ts[0].config
-        probe = apply_overrides(probe, {"task.name": task, "task.kwargs": kwargs, "data.episodes": n,
-                                        "data.seed": seed})
-        dataset_for(probe, data_root, actors=None, progress=True)
+        demos.generate(task, kwargs, n, seed, root=data_root, actors=None, progress=True)
     demos.release_workers()  # their CPUs go to the trials
 
     ctx = {"uri": uri, "experiment_id": experiment_id, "parent": parent, "sweep": spec.name,
@@ -296,18 +291,17 @@ def _trial_name(trial) -> str:
 
 
 def flatten_space(spec: SweepSpec) -> dict[str, Any]:
-    return {f"space.{k}": _short(list(v) if not isinstance(v, dict) else list(v)) for k, v in spec.space.items()}
+    return {f"space.{k}": _short(list(v)) for k, v in spec.space.items()}
 
 
 def results_rows(grid, metric: str) -> list[dict[str, Any]]:
     rows = []
     for r in grid:
         trial = r.config["trial"]
-        cfg = trial["config"]
+        cfg = build(TrialConfig, trial["config"])
         m = r.metrics or {}
-        rows.append({"trial": trial["key"], **trial["labels"], "task": cfg["task"]["name"],
-                     "method": "vanilla" if cfg["memory"]["weight"] == 0 or cfg["data"]["annotation_fraction"] == 0
-                     else "attention_tuner", "seed": cfg["seed"], metric: m.get(metric),
+        rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name, "method": cfg.method,
+                     "seed": cfg.seed, metric: m.get(metric),
                      "val/decision_accuracy": m.get("val/decision_accuracy"),
                      "status": "ok" if r.error is None else f"error: {str(r.error).splitlines()[0][:80]}"})
     return sorted(rows, key=lambda r: r["trial"])
@@ -327,8 +321,7 @@ def results_table(rows: list[dict[str, Any]]) -> str:
             groups.setdefault((r["task"], r["method"]), []).append(r["eval/success_rate"])
     lines += ["", "| task | method | success rate (mean ± s.e.) | seeds |", "|---|---|---|---|"]
     for (task, method), vals in sorted(groups.items()):
-        mean = sum(vals) / len(vals)
-        se = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) / len(vals)) if len(vals) > 1 else 0.0
+        mean, se = mean_se(vals)
         lines.append(f"| {task} | {method} | {mean:.2f} ± {se:.2f} | {len(vals)} |")
     return "\n".join(lines)
 

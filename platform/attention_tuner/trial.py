@@ -7,7 +7,6 @@ pictures (``attention.png``, ``curves.png``). Running it again resumes from the 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,6 @@ def dataset_for(cfg: TrialConfig, root: str | Path, actors: int | None = None, p
                           actors=actors, progress=progress)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_trial(
     cfg: TrialConfig,
     run_dir: str | Path,
@@ -42,7 +35,7 @@ def run_trial(
 ) -> dict[str, Any]:
     run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
-    write_atomic(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    demos.atomic_write_bytes(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress))
     metrics_file = run / "metrics.jsonl"
 
