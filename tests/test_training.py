@@ -69,7 +69,7 @@ def test_corrupted_checkpoint_is_named(demo, tmp_path):
 
 
 def test_tiny_dataset_is_fitted_to_full_training_accuracy(demo, tmp_path):
-    cfg = config(**{"optim.epochs": 150, "eval.episodes": 0, "data.val_fraction": 0.0, "model.dropout": 0.0,
+    cfg = config(**{"optim.epochs": 250, "eval.episodes": 0, "data.val_fraction": 0.0, "model.dropout": 0.0,
                     "model.d_model": 64, "model.d_ff": 128})
     training.train(cfg, demo, tmp_path)
     model, cfg, _ = training.load_policy(tmp_path / "checkpoint")
