@@ -9,7 +9,7 @@ import pytest
 
 from attention_tuner import tracking
 from attention_tuner.cli import main as cli
-from attention_tuner.report import aggregate, load_rows, mean_se, report
+from attention_tuner.report import aggregate, load_rows, mean_se, report, verdicts
 
 
 def make_store(tmp_path, trials):
@@ -78,3 +78,28 @@ def test_report_cli_errors_are_one_line(tmp_path, capsys):
     assert cli(["report", "--experiment", "synthetic", "--tracking-uri", "mysql-ish", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(e.startswith("attention-tuner: error:") for e in err)
+
+
+def test_verdicts_fraction_arms_and_a_report_written_elsewhere_with_notes(tmp_path):
+    uri = make_store(tmp_path, [
+        ("Hallway", 10, 1.0, 0, 0.9, "FINISHED"), ("Hallway", 10, 1.0, 1, 0.8, "FINISHED"),
+        ("Hallway", 0, 1.0, 0, 0.1, "FINISHED"), ("Hallway", 0, 1.0, 1, 0.2, "FINISHED"),
+        ("Hallway", 10, 0.1, 0, 0.5, "FINISHED"), ("Hallway", 10, 0.1, 1, 0.7, "FINISHED"),
+        ("Counting", 10, 1.0, 0, 0.5, "FINISHED"), ("Counting", 10, 1.0, 1, 0.6, "FINISHED"),
+        ("Counting", 0, 1.0, 0, 0.6, "FINISHED"), ("Counting", 0, 1.0, 1, 0.5, "FINISHED"),
+    ])
+    rows = load_rows(uri, experiment="synthetic")
+    assert sorted({r.fraction for r in rows if r.method == "vanilla"}) == [0.0]  # vanilla annotates nothing
+    v = {x["task"]: x for x in verdicts(rows)}
+    assert v["Hallway"]["verdict"] == "AttentionTuner ahead"  # the 0.1 arm is not part of the comparison
+    assert v["Hallway"]["attention_tuner"]["mean"] == pytest.approx(0.85)
+    assert v["Counting"]["verdict"] == "no clear difference"
+    notes = tmp_path / "notes.md"
+    notes.write_text("Machine: a test.\n")
+    md = report(uri, tmp_path / "docs" / "results", experiment="synthetic", markdown=tmp_path / "docs" / "results.md",
+                notes=notes)
+    text = md.read_text()
+    assert md == tmp_path / "docs" / "results.md" and "Machine: a test." in text
+    assert "![Success by task and method](results/success_by_task.png)" in text
+    assert "| Hallway | 0.1 | 0.60 ± 0.10 | 2 |  |" in text and "| Hallway | 0.0 | 0.15 ± 0.05 | 2 |  |" in text
+    assert "| Hallway | attention_tuner | 0.85 ± 0.05 | 2 |  |" in text  # task x method: fraction 1 only

@@ -13,12 +13,42 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attention_tuner.checkpoint import CheckpointError
-from attention_tuner.config import ConfigError, parse_assignments
-from attention_tuner.demos import DatasetError
+from attention_tuner.config import (
+    RESERVED_TASK_KWARGS,
+    ConfigError,
+    check_output_file,
+    check_output_folder,
+    parse_assignments,
+)
 from attention_tuner.presets import CLI_PRESETS as PRESETS
 
-USER_ERRORS = (ValueError, ConfigError, DatasetError, CheckpointError, FileNotFoundError, NotADirectoryError, PermissionError)
+# ConfigError, DatasetError and CheckpointError are ValueErrors; OSError: a path or the disk (one line each).
+USER_ERRORS = (ValueError, ConfigError, OSError)
+
+
+def user_error_message(e: BaseException) -> str | None:
+    """The one-line message for a user mistake, or None for anything else (a bug: let its traceback show)."""
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # never imported here: if unloaded, not MLflow's
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or type(e).__name__}"
+    if isinstance(e, USER_ERRORS) or (mlflow_errors is not None and isinstance(e, mlflow_errors.MlflowException)):
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        prefix = "MLflow: " if not isinstance(e, USER_ERRORS) else ""
+        return prefix + (lines[0].strip() if lines else type(e).__name__)
+    return None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        first = message.splitlines()[0] if message else "bad arguments"
+        self.exit(2, f"{self.prog}: error: {first} (see {self.prog} --help)\n")
+
+
+def need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
 
 
 def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
@@ -27,6 +57,8 @@ def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
 
     out = {}
     for key, value in parse_assignments(items or [], what="--kw").items():
+        if key in RESERVED_TASK_KWARGS:
+            raise ConfigError(f"--kw {key}: not a task parameter (train with --set task.obs_mode=... instead)")
         try:
             out[key] = yaml.safe_load(value)
         except yaml.YAMLError:
@@ -34,22 +66,44 @@ def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def task_kwargs(task: str, items: list[str] | None) -> dict[str, Any]:
+    """``--kw`` values checked against the task itself (unknown name, wrong type, out of range)."""
+    from attention_tuner.config import check_task_kwargs
+
+    kwargs = parse_kwargs(items)
+    check_task_kwargs(task, kwargs, "--kw")
+    return kwargs
+
+
 # ------------------------------------------------------------------------------------------ commands
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    import memory_tasks
+
+    need(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
+    need(args.fps >= 1, f"--fps must be >= 1, got {args.fps}")
+    memory_tasks.resolve_task(args.task)
+    kwargs = task_kwargs(args.task, args.kw)
+    check_output_file(args.out, "--out")
     from attention_tuner.animation import write_gif
 
-    out = write_gif(args.task, args.seed, args.out, parse_kwargs(args.kw), fps=args.fps)
+    out = write_gif(args.task, args.seed, args.out, kwargs, fps=args.fps)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    import memory_tasks
+
+    need(args.actors is None or args.actors >= 0, f"--actors must be >= 0, got {args.actors}")
+    memory_tasks.resolve_task(args.task)
+    kwargs = task_kwargs(args.task, args.kw)
+    check_output_folder(args.out, "--out")
     from attention_tuner import demos
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    path = demos.generate(args.task, parse_kwargs(args.kw), episodes=args.episodes, seed=args.seed,
+    path = demos.generate(args.task, kwargs, episodes=args.episodes, seed=args.seed,
                           root=args.out, actors=args.actors, progress=not args.quiet)
     manifest = demos.read_manifest(path)
     print(f"{path}  episodes={manifest['episodes']} failed={manifest['failed']} "
@@ -75,11 +129,13 @@ def trial_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    need(args.actors is None or args.actors >= 0, f"--actors must be >= 0, got {args.actors}")
+    cfg = trial_config(args)  # every value checked before anything starts
+    out = check_output_folder(args.out or f"runs/{cfg.task.name}-{cfg.method}-seed{cfg.seed}", "--out")
+    check_output_folder(args.data_root, "--data-root")
     from attention_tuner.trial import run_trial
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    cfg = trial_config(args)
-    out = Path(args.out or f"runs/{cfg.task.name}-{cfg.method}-seed{cfg.seed}")
 
     def show(m: dict[str, float], epoch: int, _ckpt: Path | None) -> None:
         keys = ("train/action_loss", "train/memory_loss", "val/accuracy", "val/decision_accuracy",
@@ -92,11 +148,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    need(args.episodes >= 1, f"--episodes must be >= 1, got {args.episodes}")
+    need(args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}")
+    extra = parse_kwargs(args.kw)
+    from attention_tuner import checkpoint
+    from attention_tuner.config import check_task_kwargs
     from attention_tuner.evaluation import evaluate
     from attention_tuner.training import load_policy
 
-    model, cfg, _ = load_policy(args.checkpoint)
-    kwargs = {**cfg.task.kwargs, **parse_kwargs(args.kw)}
+    try:
+        model, cfg, _ = load_policy(args.checkpoint)
+    except ConfigError as e:
+        raise checkpoint.CheckpointError(
+            f"{checkpoint.resolve(args.checkpoint)}: saved configuration is not valid here ({e})") from None
+    kwargs = {**cfg.task.kwargs, **extra}
+    check_task_kwargs(cfg.task.name, kwargs, "--kw")
     res = evaluate(model, cfg.task.name, kwargs, args.episodes, args.num_envs)
     print(json.dumps({"task": cfg.task.name, "kwargs": kwargs, **res}, indent=2))
     return 0
@@ -114,7 +180,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if bool(args.experiment) == bool(args.sweep):
         raise ValueError("give exactly one of --experiment NAME or --sweep NAME")
-    md = report(tracking.resolve_uri(args.tracking_uri), args.out, experiment=args.experiment, sweep=args.sweep)
+    check_output_folder(args.out, "--out")
+    uri = tracking.resolve_uri(args.tracking_uri, must_exist=True)  # a report never creates an empty store
+    if args.notes and not os.path.isfile(args.notes):
+        raise ValueError(f"--notes: no such file: {args.notes}")
+    md = report(uri, args.out, experiment=args.experiment, sweep=args.sweep, markdown=args.markdown,
+                notes=args.notes)
     print(f"wrote {md} (tables as Markdown and CSV, plots as PNG beside it)")
     return 0
 
@@ -122,9 +193,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every task's expert on a few seeds: a quick look that the installation works."""
     import memory_tasks
+
+    need(args.seeds >= 1, f"--seeds must be >= 1, got {args.seeds}")
+    out = check_output_folder(args.out, "--out")
     from attention_tuner.animation import summary, write_gif
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{'task':<14}{'seeds':>6}{'success':>9}{'mean len':>10}{'non-self pairs':>16}{'longest gap':>13}")
     for short in memory_tasks.TASKS:
@@ -142,7 +215,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attention-tuner", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="attention-tuner", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("play", help="write a GIF of the expert's episode, recalled frames marked")
@@ -196,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment name (every trial run in it)")
     p.add_argument("--sweep", help="sweep name (the trial runs of its latest parent run)")
     p.add_argument("--out", default="reports", help="folder for report.md, CSVs and PNGs")
+    p.add_argument("--markdown", help="write the Markdown report here instead of OUT/report.md (e.g. docs/results.md)")
+    p.add_argument("--notes", help="a Markdown file to include after the summary (interpretation, machine)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns.db)")
     p.set_defaults(func=cmd_report)
 
@@ -211,13 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"attention-tuner: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("attention-tuner: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None:
+            raise
+        print(f"attention-tuner: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ with a one-line message, so a sweep can only name real fields.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -272,10 +273,14 @@ def parse_assignments(items: list[str], what: str = "--set") -> dict[str, Any]:
 
 def load_yaml(path: str | Path) -> TrialConfig:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p}: is a folder, not a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
         values = yaml.safe_load(p.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a text file (expected a YAML trial configuration)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(values, dict):
@@ -295,6 +300,65 @@ def supervised_heads(cfg: TrialConfig) -> tuple[tuple[int, int], ...]:
     return tuple(cfg.memory.heads)  # type: ignore[arg-type]
 
 
+# Keyword arguments of every task that the platform sets itself (never a task parameter of a dataset or trial).
+RESERVED_TASK_KWARGS = ("obs_mode", "render_mode")
+
+
+def check_task_kwargs(task: str, kwargs: dict[str, Any], what: str) -> None:
+    """Build the task once with ``kwargs`` (milliseconds): an unknown name, a wrong type or a value out of range
+    is a one-line ConfigError naming ``what`` (e.g. ``task.kwargs`` or ``--kw``) before anything starts."""
+    import memory_tasks
+
+    reserved = [k for k in kwargs if k in RESERVED_TASK_KWARGS]
+    if reserved:
+        raise ConfigError(f"{what}.{reserved[0]}: not a task parameter (the observation mode is task.obs_mode)")
+    try:
+        memory_tasks.make(task, **kwargs).close()
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+# ------------------------------------------------------------------------------------------ output paths
+
+
+def check_output_folder(path: str | Path, what: str) -> Path:
+    """A folder a command creates or fills: refuse a file in the way and a place nobody can write, before
+    anything starts (``what`` names the option, e.g. ``--out``). Creates nothing."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {p}: exists and is not a folder")
+    _check_writable(p, what)
+    return p
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """A file a command writes: its folder must exist and be writable, and it must not be a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {p}: is a folder, not a file")
+    if not p.parent.is_dir():
+        raise ConfigError(f"{what} {p}: output folder does not exist: {p.parent}")
+    _check_writable(p.parent, what, shown=p)
+    return p
+
+
+def _check_writable(p: Path, what: str, shown: Path | None = None) -> None:
+    """Try to create a file in ``p`` or, if it is not there yet, in its nearest existing parent (as root,
+    permission bits say nothing, so this really writes and removes an anonymous temporary file)."""
+    import tempfile
+
+    folder = p
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {shown or p}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what} {shown or p}: cannot write in {folder} ({e.strerror or type(e).__name__})") from None
+
+
 def validate(cfg: TrialConfig) -> TrialConfig:
     """Check values (not only types); every message names the key."""
     from memory_tasks import OBS_MODES, resolve_task
@@ -307,6 +371,11 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         resolve_task(cfg.task.name)
     except ValueError as e:
         raise ConfigError(f"task.name: {e}") from None
+    check_task_kwargs(cfg.task.name, cfg.task.kwargs, "task.kwargs")
+    if cfg.eval.kwargs:
+        check_task_kwargs(cfg.task.name, {**cfg.task.kwargs, **cfg.eval.kwargs}, "eval.kwargs")
+    for key, value in flatten(cfg).items():  # inf or nan passes every range check below
+        need(not isinstance(value, float) or math.isfinite(value), f"{key} must be a finite number, got {value}")
     need(cfg.task.obs_mode in OBS_MODES, f"task.obs_mode must be one of {OBS_MODES}, got {cfg.task.obs_mode!r}")
     need(cfg.data.episodes >= 1, f"data.episodes must be >= 1, got {cfg.data.episodes}")
     need(0 <= cfg.data.seed, f"data.seed must be >= 0, got {cfg.data.seed}")

@@ -43,13 +43,82 @@ def method_of(params: dict[str, str]) -> str:
     return "attention_tuner" if weight > 0 and fraction > 0 else "vanilla"
 
 
+def annotated_fraction(params: dict[str, str]) -> float:
+    """The fraction of demonstrations whose pairs reach the memory loss: 0 for the vanilla Transformer."""
+    return float(params.get("data.annotation_fraction", "1")) if method_of(params) == "attention_tuner" else 0.0
+
+
+def main_rows(rows: list[TrialRow]) -> list[TrialRow]:
+    """The trials of the main comparison: vanilla and fully annotated AttentionTuner (not the fraction arms)."""
+    return [r for r in rows if r.fraction in (0.0, 1.0)]
+
+
+def verdicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
+    """Per task: AttentionTuner minus vanilla, and whether the gap exceeds twice its standard error."""
+    groups = {(g["task"], g["method"]): g for g in aggregate(main_rows(rows), ("task", "method"))}
+    out = []
+    for task in sorted({t for t, _ in groups}):
+        at, van = groups.get((task, "attention_tuner")), groups.get((task, "vanilla"))
+        if not at or not van or not at["n"] or not van["n"]:
+            continue
+        diff, se = at["mean"] - van["mean"], math.hypot(at["se"], van["se"])
+        if at["n"] < 2 or van["n"] < 2:
+            verdict = "too few seeds to tell"
+        elif diff > 2 * se:
+            verdict = "AttentionTuner ahead"
+        elif diff < -2 * se:
+            verdict = "vanilla ahead"
+        else:
+            verdict = "no clear difference"
+        out.append({"task": task, "attention_tuner": at, "vanilla": van, "diff": diff, "se": se, "verdict": verdict})
+    return out
+
+
+def verdict_table(rows: list[TrialRow]) -> str:
+    lines = ["### AttentionTuner against the vanilla Transformer", "",
+             "A gap counts when it exceeds twice its standard error (the two groups' s.e. combined).", "",
+             "| task | AttentionTuner | vanilla | difference (± s.e.) | verdict |", "|---|---|---|---|---|"]
+    for v in verdicts(rows):
+        at, van = v["attention_tuner"], v["vanilla"]
+        lines.append(f"| {v['task']} | {at['mean']:.2f} ± {at['se']:.2f} (n={at['n']}) | {van['mean']:.2f} ± "
+                     f"{van['se']:.2f} (n={van['n']}) | {v['diff']:+.2f} ± {v['se']:.2f} | {v['verdict']} |")
+    return "\n".join(lines)
+
+
+def run_summary(uri: str, experiment: str | None, sweep: str | None) -> list[str]:
+    """Start, end, wall time and commit of the sweep's latest parent run (nothing for a bare experiment)."""
+    import datetime
+
+    if not sweep:
+        return []
+    c = tracking.client(uri)
+    exp = tracking.retry(lambda: c.get_experiment_by_name(sweep))
+    runs = tracking.retry(lambda: c.search_runs([exp.experiment_id], max_results=5000))
+    parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    if not parents:
+        return []
+    p = max(parents, key=lambda r: r.info.start_time)
+
+    def stamp(ms: int) -> str:
+        return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    line = (f"Sweep run `{p.data.tags.get('mlflow.runName', p.info.run_id)}` (MLflow run {p.info.run_id}, "
+            f"commit {p.data.tags.get('git_commit', '?')[:12]}): started {stamp(p.info.start_time)}")
+    if p.info.end_time:
+        minutes = (p.info.end_time - p.info.start_time) / 60000
+        line += f", ended {stamp(p.info.end_time)}, wall time {minutes:.0f} min (datasets, trials and results)"
+    else:
+        line += f", not finished (status {p.info.status.lower()})"
+    return [line + ".", ""]
+
+
 def load_rows(uri: str, experiment: str | None = None, sweep: str | None = None) -> list[TrialRow]:
     """One row per trial run of the experiment (or of the latest run of ``sweep``)."""
     c = tracking.client(uri)
     name = experiment or sweep
     exp = tracking.retry(lambda: c.get_experiment_by_name(name)) if name else None
     if exp is None:
-        raise ValueError(f"no MLflow experiment named {name!r} at {uri}")
+        raise ValueError(f"no MLflow experiment named {name!r} at {tracking.display_uri(uri)}")
     runs = tracking.retry(lambda: c.search_runs([exp.experiment_id], max_results=5000))
     parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
     children = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
@@ -63,7 +132,7 @@ def load_rows(uri: str, experiment: str | None = None, sweep: str | None = None)
                                                                  "data.noise.spurious") if p.get(k) not in (None, "0", "0.0"))
         rows.append(TrialRow(
             run_id=r.info.run_id, name=r.data.tags.get("mlflow.runName", r.info.run_id), status=r.info.status,
-            task=p.get("task.name", "?"), method=method_of(p), fraction=float(p.get("data.annotation_fraction", 1)),
+            task=p.get("task.name", "?"), method=method_of(p), fraction=annotated_fraction(p),
             heads=p.get("memory.heads", "?"), noise=noise or "none", seed=int(p.get("seed", 0)),
             metrics=dict(r.data.metrics)))
     return sorted(rows, key=lambda r: r.name)
@@ -122,29 +191,44 @@ def write_csv(groups: list[dict[str, Any]], keys: tuple[str, ...], path: Path) -
     os.replace(tmp, path)
 
 
-def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str | None = None) -> Path:
-    """Write report.md (tables), CSVs and PNG plots under ``out``; return the Markdown file."""
+def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str | None = None,
+           markdown: str | Path | None = None, notes: str | Path | None = None) -> Path:
+    """Write the Markdown report (``out``/report.md, or ``markdown``), CSVs and PNG plots under ``out``.
+
+    ``notes``: a Markdown file included after the summary (the reader's interpretation, the machine).
+    """
     from attention_tuner import report_plots
 
     rows = load_rows(uri, experiment, sweep)
     if not rows:
-        raise ValueError(f"no trial runs found in experiment {experiment or sweep!r} at {uri}")
+        raise ValueError(f"no trial runs found in experiment {experiment or sweep!r} at {tracking.display_uri(uri)}")
+    preface = Path(notes).read_text() if notes else ""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
+    md = Path(markdown) if markdown else folder / "report.md"
+    link = Path(os.path.relpath(folder.resolve(), md.resolve().parent))
     sections = [f"# Report: {experiment or sweep}", "",
-                f"{len(rows)} trials from `{uri}`; the final `{METRIC}` of each trial (closed-loop, held-out "
-                "seeds), aggregated over seeds: mean ± standard error of the mean.", ""]
-    tables = [("task_method", ("task", "method"), "Success rate by task and method")]
-    if len({r.fraction for r in rows}) > 1:
-        tables.append(("fraction", ("task", "fraction"), "Success rate by annotated fraction"))
+                f"{len(rows)} trials from `{tracking.display_uri(uri)}`; the final `{METRIC}` of each trial "
+                "(closed-loop, held-out seeds), aggregated over seeds: mean ± standard error of the mean.", "",
+                *run_summary(uri, experiment, sweep)]
+    if preface:
+        sections += [preface.rstrip(), ""]
+    sections += [verdict_table(rows), ""]
+    main = main_rows(rows)
+    tables = [("task_method", ("task", "method"), "Success rate by task and method", main)]
+    if len({r.fraction for r in rows if r.method == "attention_tuner"}) > 1:
+        tables.append(("fraction", ("task", "fraction"), "Success rate by annotated fraction (0: vanilla)",
+                       [r for r in rows if any(r.task == o.task and 0 < o.fraction < 1 for o in rows)]))
     if len({r.heads for r in rows if r.method == "attention_tuner"}) > 1:
-        tables.append(("heads", ("task", "heads"), "Success rate by supervised (layer, head)"))
+        tables.append(("heads", ("task", "heads"), "Success rate by supervised (layer, head)", rows))
     if len({r.noise for r in rows}) > 1:
-        tables.append(("noise", ("task", "method", "noise"), "Success rate under annotation noise"))
-    for name, keys, title in tables:
-        groups = aggregate(rows, keys)
+        tables.append(("noise", ("task", "method", "noise"), "Success rate under annotation noise", rows))
+    for name, keys, title, subset in tables:
+        groups = aggregate(subset, keys)
         sections += [markdown_table(groups, keys, title), ""]
         write_csv(groups, keys, folder / f"{name}.csv")
+    for title, png in report_plots.all_plots(uri, rows, folder):
+        sections += [f"### {title}", "", f"![{title}]({(link / png.name).as_posix()})", ""]
     sections += ["### Trials", "", "| trial | task | method | fraction | seed | status | success rate "
                  "| decision-step accuracy |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -152,10 +236,8 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
         sections.append(f"| {r.name} | {r.task} | {r.method} | {r.fraction:g} | {r.seed} | {r.status.lower()} | "
                         f"{'' if s is None else f'{s:.2f}'} | {'' if d is None else f'{d:.2f}'} |")
     sections.append("")
-    for title, png in report_plots.all_plots(uri, rows, folder):
-        sections += [f"### {title}", "", f"![{title}]({png.name})", ""]
-    md = folder / "report.md"
-    tmp = md.with_name(".report.md.tmp")
+    md.parent.mkdir(parents=True, exist_ok=True)
+    tmp = md.with_name(f".{md.name}.tmp")
     tmp.write_text("\n".join(sections))
     os.replace(tmp, md)
     return md

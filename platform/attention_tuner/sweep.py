@@ -14,14 +14,23 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attention_tuner import demos, tracking
-from attention_tuner.config import ConfigError, TrialConfig, apply_overrides, build, flatten, to_dict
+from attention_tuner import tracking
+from attention_tuner.config import (
+    ConfigError,
+    TrialConfig,
+    apply_overrides,
+    build,
+    check_output_folder,
+    flatten,
+    to_dict,
+)
 from attention_tuner.presets import CPU_MODEL, METHODS, PAPER_MODEL, PAPER_TASKS  # noqa: F401  (for sweep files)
 from attention_tuner.report import mean_se
 
@@ -56,8 +65,12 @@ class Trial:
 
 def load_sweep(path: str | Path) -> SweepSpec:
     p = Path(path)
-    if not p.is_file() or p.suffix != ".py":
+    if p.is_dir():
+        raise ConfigError(f"sweep file {p}: is a folder, not a sweep file (expected a .py file)")
+    if not p.is_file():
         raise ConfigError(f"sweep file not found (expected a .py file): {p}")
+    if p.suffix != ".py":
+        raise ConfigError(f"sweep file {p}: expected a .py file")
     spec = importlib.util.spec_from_file_location(f"sweep_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     try:
@@ -65,16 +78,24 @@ def load_sweep(path: str | Path) -> SweepSpec:
     except ConfigError:
         raise
     except Exception as e:  # a broken sweep file is the user's mistake: say where, in one line
-        raise ConfigError(f"{p}: could not load ({type(e).__name__}: {e})") from None
-    sweep = getattr(module, "SWEEP", None)
-    if not isinstance(sweep, SweepSpec):
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(f"{p}: could not load ({type(e).__name__}{': ' + first if first else ''})") from None
+    if not hasattr(module, "SWEEP"):
         raise ConfigError(f"{p}: defines no SWEEP = SweepSpec(...)")
+    sweep = module.SWEEP
+    if not isinstance(sweep, SweepSpec):
+        raise ConfigError(f"{p}: SWEEP is a {type(sweep).__name__}, not a SweepSpec(...)")
     return sweep
 
 
 def _axis(key: str, values: Any) -> list[tuple[str, dict[str, Any]]]:
     """One grid axis as (label, overrides) choices."""
     if isinstance(values, dict):
+        if not values:
+            raise ConfigError(f"space.{key}: expected a non-empty list of values or a mapping of named overrides")
+        for name, over in values.items():
+            if not isinstance(over, dict):
+                raise ConfigError(f"space.{key}.{name}: expected a mapping of dotted overrides, got {over!r}")
         return [(str(name), dict(over)) for name, over in values.items()]
     if not isinstance(values, list | tuple) or not values:
         raise ConfigError(f"space.{key}: expected a non-empty list of values or a mapping of named overrides")
@@ -89,13 +110,16 @@ def trials(spec: SweepSpec, extra: dict[str, Any] | None = None) -> list[Trial]:
     """Every point of the grid as a validated TrialConfig; the first bad one raises ConfigError."""
     if not isinstance(spec.base, dict) or not isinstance(spec.space, dict):
         raise ConfigError(f"sweep {spec.name}: base and space must be mappings")
-    _check_resources(spec)
+    _check_spec(spec)
     base = build(TrialConfig, {})
     try:
         base = apply_overrides(base, spec.base)
     except ConfigError as e:
         raise ConfigError(f"sweep {spec.name}: base: {e}") from None
-    axes = [(key, _axis(key, values)) for key, values in spec.space.items()]
+    try:
+        axes = [(key, _axis(key, values)) for key, values in spec.space.items()]
+    except ConfigError as e:
+        raise ConfigError(f"sweep {spec.name}: {e}") from None
     out = []
     for i, combo in enumerate(itertools.product(*[choices for _, choices in axes])):
         labels, overrides = {}, {}
@@ -116,15 +140,26 @@ def _safe(key: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in key)[:120]
 
 
-def _check_resources(spec: SweepSpec) -> None:
+# A sweep's name is a folder name under the storage root and an MLflow experiment name.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_spec(spec: SweepSpec) -> None:
+    if not isinstance(spec.name, str) or not NAME.fullmatch(spec.name):
+        raise ConfigError(f"sweep name {spec.name!r}: use letters, digits, '_', '-' and '.' (it names a folder and "
+                          "an MLflow experiment)")
+    if not isinstance(spec.metric, str) or not spec.metric:
+        raise ConfigError(f"sweep {spec.name}: metric must be a metric name such as eval/success_rate")
+    if not isinstance(spec.resources, dict):
+        raise ConfigError(f"sweep {spec.name}: resources must be a mapping such as {{'cpu': 1, 'gpu': 0}}")
     unknown = set(spec.resources) - {"cpu", "gpu"}
     if unknown:
         raise ConfigError(f"sweep {spec.name}: resources: unknown key {sorted(unknown)[0]} (known: cpu, gpu)")
     for k, v in spec.resources.items():
         if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
             raise ConfigError(f"sweep {spec.name}: resources.{k} must be a non-negative number, got {v!r}")
-    if spec.max_failures < 0:
-        raise ConfigError(f"sweep {spec.name}: max_failures must be >= 0")
+    if isinstance(spec.max_failures, bool) or not isinstance(spec.max_failures, int) or spec.max_failures < 0:
+        raise ConfigError(f"sweep {spec.name}: max_failures must be >= 0, got {spec.max_failures!r}")
 
 
 def datasets_needed(ts: list[Trial]) -> list[tuple[str, dict[str, Any], int, int]]:
@@ -189,7 +224,7 @@ def trainable(params: dict[str, Any]) -> None:
     cfg = build(TrialConfig, spec["config"])
     uri, run_dir = ctx["uri"], Path(ctx["trials"]) / spec["key"]
     run_id = tracking.child_run(uri, ctx["experiment_id"], ctx["parent"], spec["key"], ctx["sweep"],
-                                {**flatten(cfg), **{f"label.{k}": v for k, v in spec["labels"].items()}})
+                                trial_params(Trial(spec["key"], spec["labels"], cfg)))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "worker.pid").write_text(f"{os.getpid()}\n")  # which process runs the trial (for operators)
     restored = tune.get_checkpoint()
@@ -216,19 +251,51 @@ def trainable(params: dict[str, Any]) -> None:
         raise
 
 
+def trial_params(t: Trial) -> dict[str, Any]:
+    """What a trial's MLflow run logs as params: every config field (task kwargs too) and its grid labels."""
+    return {**flatten(t.config), **{f"label.{k}": v for k, v in t.labels.items()}}
+
+
+def parent_params(spec: SweepSpec, ts: list[Trial]) -> dict[str, Any]:
+    """What the sweep's parent run logs as params."""
+    return {"trials": len(ts), "description": spec.description, **flatten_space(spec)}
+
+
 # ------------------------------------------------------------------------------------------- running
+
+
+def storage_root(storage: str | None) -> Path:
+    """--storage, else $ATTENTION_TUNER_STORAGE, else runs/sweeps; checked writable, created by nobody yet."""
+    if storage:
+        given, what = storage, "--storage"
+    elif os.environ.get("ATTENTION_TUNER_STORAGE"):
+        given, what = os.environ["ATTENTION_TUNER_STORAGE"], "$ATTENTION_TUNER_STORAGE"
+    else:
+        given, what = "runs/sweeps", "storage folder"
+    return check_output_folder(given, what).resolve()
+
+
+def ray_address() -> str | None:
+    """$RAY_ADDRESS, checked to answer within a few seconds (Ray itself would keep retrying); None: local."""
+    address = os.environ.get("RAY_ADDRESS") or None
+    if address is None or address in ("auto", "local"):
+        return address
+    host, sep, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"RAY_ADDRESS={address!r}: expected host:port (or ray://host:port, or auto)")
+    why = tracking.unreachable(host.strip("[]"), int(port))
+    if why:
+        raise ConfigError(f"RAY_ADDRESS={address}: no Ray cluster reachable at {host}:{port} ({why})")
+    return address
 
 
 def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, storage: str | None = None,
         extra: dict[str, Any] | None = None, verbose: int = 1) -> list[dict[str, Any]]:
     """Generate the datasets, run the trials with Ray Tune, return one row per trial."""
-    import ray
-    from ray import tune
-
+    # Everything a user can get wrong is checked before anything is imported, created or started.
     ts = trials(spec, extra)
     uri = tracking.resolve_uri(tracking_uri)
-    root = Path(storage or os.environ.get("ATTENTION_TUNER_STORAGE") or "runs/sweeps").resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root = storage_root(storage)
     latest = root / f"{spec.name}.latest"
     if resume:
         if not latest.is_file():
@@ -236,16 +303,26 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
         run_name = latest.read_text().strip()
     else:
         run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    address = None if connected else ray_address()
+    import ray
+    from ray import tune
+
+    from attention_tuner import demos
+
+    root.mkdir(parents=True, exist_ok=True)
     home = root / run_name
     home.mkdir(parents=True, exist_ok=True)
     latest.write_text(run_name + "\n")
 
     experiment_id = tracking.ensure_experiment(uri, spec.name)
-    parent = tracking.start_parent(uri, experiment_id, spec.name, run_name,
-                                   {"trials": len(ts), "description": spec.description, **flatten_space(spec)})
-    print(f"MLflow: {uri}  experiment {spec.name!r}  parent run {parent}", flush=True)
+    parent = tracking.start_parent(uri, experiment_id, spec.name, run_name, parent_params(spec, ts))
+    print(f"MLflow: {tracking.display_uri(uri)}  experiment {spec.name!r}  parent run {parent}", flush=True)
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=False, configure_logging=False)
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:  # a local instance: its dashboard on the loopback interface only, never every interface
+            ray.init(dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
     data_root = root / "datasets"
     for task, kwargs, n, seed in datasets_needed(ts):  # each distinct dataset once, before any trial
         demos.generate(task, kwargs, n, seed, root=data_root, actors=None, progress=True)
@@ -330,7 +407,9 @@ def results_table(rows: list[dict[str, Any]]) -> str:
 
 
 def build_parser(prog: str = "sweep") -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=prog, description="Run a sweep with Ray Tune, tracked in MLflow.")
+    from attention_tuner.cli import OneLineParser
+
+    ap = OneLineParser(prog=prog, description="Run a sweep with Ray Tune, tracked in MLflow.")
     ap.add_argument("--dry-run", action="store_true", help="print the trials, datasets and cost; start nothing")
     ap.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns.db)")
@@ -346,7 +425,9 @@ def execute(spec: SweepSpec, args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     extra = parse_assignments(args.set or [])
     ts = trials(spec, extra)
-    if args.dry_run:
+    if args.dry_run:  # the same checks as a real run, but nothing created, started or connected to
+        tracking.resolve_uri(args.tracking_uri)
+        storage_root(args.storage)
         print(dry_run(spec, ts))
         return 0
     rows = run(spec, resume=args.resume, tracking_uri=args.tracking_uri, storage=args.storage, extra=extra)
@@ -355,11 +436,19 @@ def execute(spec: SweepSpec, args: argparse.Namespace) -> int:
 
 def main(spec: SweepSpec, argv: list[str] | None = None) -> None:
     """The ``__main__`` of every sweep file (so that ``ray submit cluster.yaml sweeps/x.py`` works)."""
-    from attention_tuner.cli import USER_ERRORS
+    from attention_tuner.cli import user_error_message
 
-    args = build_parser(prog=Path(sys.argv[0]).name).parse_args(argv)
+    prog = Path(sys.argv[0]).name
+    args = build_parser(prog=prog).parse_args(argv)
     try:
-        sys.exit(execute(spec, args))
-    except USER_ERRORS as e:
-        print(f"sweep: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        code = execute(spec, args)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(code)

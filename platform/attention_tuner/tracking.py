@@ -8,9 +8,13 @@ locked" errors under concurrent trials are retried, never dropped silently.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
+import socket
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,16 +31,135 @@ def default_uri(base: str | Path = ".") -> str:
     return f"sqlite:///{(Path(base) / DEFAULT_DB).resolve()}"
 
 
-def resolve_uri(uri: str | None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else a local SQLite store in the working directory."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
-    if "://" not in uri and not uri.startswith("sqlite:"):
-        raise ValueError(f"tracking URI {uri!r}: expected sqlite:///path, http(s)://host:port or file:///path")
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise ValueError(f"tracking URI {uri!r}: folder {folder} does not exist")
+# Backends MLflow 3 accepts as a tracking URI (a database scheme may name its driver: postgresql+psycopg2).
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+CONNECT_TIMEOUT_S = 5.0
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def display_uri(uri: str) -> str:
+    """The URI with any password replaced by *** (for messages, logs and reports)."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", uri)
+
+
+def unreachable(host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -> str | None:
+    """None if a TCP connection to host:port opens within ``timeout`` seconds, else why not (a few words)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return None
+    except socket.gaierror:
+        return f"unknown host {host}"
+    except ConnectionRefusedError:
+        return "connection refused"
+    except TimeoutError:
+        return f"no answer in {timeout:g} s"
+    except OSError as e:
+        return e.strerror or type(e).__name__
+
+
+def resolve_uri(uri: str | None, must_exist: bool = False) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else a local SQLite store in the working directory.
+
+    Checked before anything starts, each mistake a one-line ValueError: the scheme; for SQLite that the file
+    is an SQLite database (or that its folder is writable); for a server that it answers within
+    CONNECT_TIMEOUT_S (MLflow itself would retry for minutes). ``must_exist`` (reports): the store must be
+    there already instead of being created empty.
+    """
+    if uri:
+        source = "--tracking-uri"
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        uri, source = os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI"
+    else:
+        uri, source = default_uri(), "tracking URI"
+
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"{source} {display_uri(uri)!r}: {problem}")
+
+    scheme = uri.partition(":")[0].lower() if "://" in uri else ""
+    if not scheme:
+        raise bad("expected sqlite:///path or http(s)://host:port")
+    if scheme.partition("+")[0] not in SCHEMES:
+        raise bad(f"unsupported scheme {scheme!r} (use sqlite:///path or http(s)://host:port)")
+    if scheme == "sqlite":
+        _check_sqlite(uri, must_exist, bad)
+    elif scheme == "file":
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+            raise bad("MLflow 3 refuses file stores unless MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///path")
+        folder = Path(urllib.parse.urlsplit(uri).path)
+        if must_exist and not folder.is_dir():
+            raise bad(f"no MLflow store at {folder}")
+        _check_folder(folder, bad)
+    elif scheme in ("http", "https"):
+        host, port = _host_port(uri, 443 if scheme == "https" else 80, bad)
+        why = unreachable(host, port)
+        if why:
+            raise bad(f"no MLflow server reachable at {host}:{port} ({why})")
+    elif scheme.partition("+")[0] in DB_DRIVERS:  # a database server: its Python driver, then the server
+        base, _, driver = scheme.partition("+")
+        module = DRIVER_MODULES.get(driver, driver) or DB_DRIVERS[base][0]
+        try:
+            missing = importlib.util.find_spec(module) is None
+        except (ImportError, ValueError):  # a dotted name whose package is missing
+            missing = True
+        if missing:
+            raise bad(f"the database driver {module} is not installed (pip install it, or use sqlite:///path)")
+        host, port = _host_port(uri, DB_DRIVERS[base][1], bad)
+        why = unreachable(host, port)
+        if why:
+            raise bad(f"no database server reachable at {host}:{port} ({why})")
     return uri
+
+
+# Database schemes: the module SQLAlchemy imports by default (or the one named after '+') and the default port.
+DB_DRIVERS = {"postgresql": ("psycopg2", 5432), "mysql": ("MySQLdb", 3306), "mssql": ("pyodbc", 1433)}
+DRIVER_MODULES = {"mysqldb": "MySQLdb", "mysqlconnector": "mysql.connector"}
+
+
+def _host_port(uri: str, default_port: int, bad: Callable[[str], ValueError]) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(uri)
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise bad("bad port (expected scheme://host:port)") from None
+    if not parts.hostname:
+        raise bad("no host (expected scheme://host:port)")
+    return parts.hostname, port
+
+
+def _check_sqlite(uri: str, must_exist: bool, bad: Callable[[str], ValueError]) -> None:
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///":
+        raise bad("expected sqlite:///path (three slashes, then the path of the database file)")
+    db = Path(uri.removeprefix("sqlite:///"))
+    if db.is_dir():
+        raise bad(f"{db} is a folder, not an SQLite file")
+    if db.exists():
+        try:
+            with open(db, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise bad(f"cannot read {db} ({e.strerror})") from None
+        if head and head != SQLITE_MAGIC:
+            raise bad(f"{db} is not an SQLite database")
+    elif must_exist:
+        raise bad(f"no MLflow store at {db}")
+    if not db.parent.is_dir():
+        raise bad(f"folder {db.parent} does not exist")
+    if not must_exist:
+        _check_folder(db.parent, bad)
+
+
+def _check_folder(folder: Path, bad: Callable[[str], ValueError]) -> None:
+    """The store's folder (or its nearest existing parent) accepts a new file (SQLite writes journals beside)."""
+    import tempfile
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise bad(f"folder {probe} is not writable ({e.strerror or type(e).__name__})") from None
 
 
 def retry(fn: Callable[[], T], attempts: int = 8) -> T:
