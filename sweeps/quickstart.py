@@ -7,7 +7,7 @@ same settings:
 - Mortar Mayhem with 5 commands (symbolic observations), 15 epochs on 1,000 demonstrations: at every
   execution step the expert recalls the frames that showed the current command. AttentionTuner learns the
   recall in about 15 epochs; the vanilla Transformer gets there too, but later (about 20).
-- Ordering with 5 choices, 60 epochs on 1,500 demonstrations: each answer needs the two frames that showed
+- Ordering with 5 choices, 50 epochs on 1,500 demonstrations: each answer needs the two frames that showed
   the two objects. AttentionTuner's decision accuracy leaves chance after 40-50 epochs; vanilla's does not.
 
 Model: d_model 128, 2 layers, 2 heads, feed-forward 256, Adam lr 1e-3, batch 32 (attention_tuner.presets.CPU_MODEL);
@@ -20,7 +20,7 @@ TASKS = {
     "MortarMayhem5": {"task.name": "MortarMayhem", "task.kwargs": {"commands": 5}, "task.obs_mode": "symbolic",
                       "data.episodes": 1000, "optim.epochs": 15, "eval.every": 5},
     "Ordering5": {"task.name": "Ordering", "task.kwargs": {"length": 5}, "data.episodes": 1500,
-                  "optim.epochs": 60, "eval.every": 10},
+                  "optim.epochs": 50, "eval.every": 10},
 }
 
 SWEEP = SweepSpec(

@@ -58,9 +58,11 @@ def write_gif(task: str, seed: int, out: str | Path, kwargs: dict | None = None,
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise ValueError(f"output folder does not exist: {out.parent}")
-    tmp = out.with_name(f".{out.name}.tmp")
-    frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(out)
+    from attention_tuner.demos import atomic_target
+
+    with atomic_target(out, ".tmp.gif") as tmp:  # a failed or killed write never leaves a partial GIF
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps),
+                       loop=0)
     return out
 
 

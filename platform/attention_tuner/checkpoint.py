@@ -2,11 +2,19 @@
 
 Saved with ``torch.save`` of tensors and plain data, loaded with ``weights_only=True`` (loading runs no
 code). A sha256 of the file sits beside it; a flipped byte or a half-written file is a one-line error.
+
+Saving never leaves a directory that fails to load where a good checkpoint was: the new file is written
+and fsynced under a temporary name; the checksum file is first rewritten to name both the checkpoint in
+place and the new one, then the new file is renamed over the old, then the checksum file is rewritten
+to name only the new one. Each step is one atomic rename, so a crash (or a full disk) at any point leaves
+the old checkpoint or the new one, with a checksum that verifies it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -15,6 +23,7 @@ from typing import Any
 import torch
 
 FILE = "checkpoint.pt"
+SIDE = FILE + ".sha256"  # the sha256 of the checkpoint (two digests while a save replaces it)
 
 
 class CheckpointError(ValueError):
@@ -24,15 +33,55 @@ class CheckpointError(ValueError):
 def save(directory: str | Path, state: dict[str, Any]) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    path = d / FILE
+    path, side = d / FILE, d / SIDE
     tmp = d / f".{FILE}.{os.getpid()}.tmp"
-    torch.save(state, tmp)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    side_tmp = d / f".{FILE}.sha256.{os.getpid()}.tmp"
-    side_tmp.write_text(digest + "\n")
-    os.replace(tmp, path)  # the checkpoint first, then its checksum: a mismatch means "not finished"
-    os.replace(side_tmp, d / f"{FILE}.sha256")
+    side_tmp = d / f".{SIDE}.{os.getpid()}.tmp"
+    try:
+        torch.save(state, tmp)
+        digest = _digest(tmp)
+        _fsync(tmp)
+        if path.is_file():  # a window where either file verifies (see the module docstring)
+            _write_synced(side_tmp, [digest, *_current_digests(path, side)])
+            os.replace(side_tmp, side)
+        os.replace(tmp, path)
+        _write_synced(side_tmp, [digest])
+        os.replace(side_tmp, side)
+        with contextlib.suppress(OSError):  # the renames made durable (not every file system syncs folders)
+            _fsync(d)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _current_digests(path: Path, side: Path) -> list[str]:
+    """The digest(s) that verify the checkpoint now in place (computed when it has no checksum file)."""
+    listed = side.read_text().split() if side.is_file() else []
+    return listed or [_digest(path)]
+
+
+def _write_synced(path: Path, digests: list[str]) -> None:
+    with open(path, "w") as f:
+        f.write("".join(f"{x}\n" for x in digests))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def resolve(path: str | Path) -> Path:
@@ -46,10 +95,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"{p}: no checkpoint there")
     side = p.with_name(p.name + ".sha256")
     data = p.read_bytes()
-    if side.is_file() and side.read_text().strip() != hashlib.sha256(data).hexdigest():
+    if side.is_file() and hashlib.sha256(data).hexdigest() not in side.read_text().split():
         raise CheckpointError(f"{p}: checksum mismatch (corrupted or half-written checkpoint)")
-    try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+    try:  # the bytes just verified, not the path again (a concurrent save may have replaced it since)
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # damaged zip, or something that is not a checkpoint
         raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(state, dict) or "config" not in state or "model" not in state:

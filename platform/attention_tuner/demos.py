@@ -24,7 +24,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,13 +119,38 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def fsync_file(path: Path) -> None:
+    """Force a written file's bytes to disk (before it is renamed into place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_target(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer to fill; renamed to ``path`` once the block succeeds.
+
+    Readers see the previous file or the new one, never a part of one. If the block (or the rename) fails
+    (a full disk, an exception in the writer), the temporary is removed and ``path`` is left as it was.
+    A process killed half-way leaves only its hidden temporary (``.<name>.<pid><suffix>``), which no reader
+    takes for the file.
+    """
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_target(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------- one shard, anywhere
@@ -158,10 +184,11 @@ def write_shard(env_id: str, kwargs: dict[str, Any], seeds: tuple[int, int], pat
             failed += 1
     env.close()
     final = Path(path)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    pq.write_table(episodes_table(kept), tmp, compression="zstd", compression_level=3)
-    os.replace(tmp, final)
-    return shard_entry(final, seeds, len(kept), failed, steps)
+    table = episodes_table(kept)
+    del kept  # the episodes' arrays are freed before writing: only the Arrow columns stay until the shard is done
+    with atomic_target(final) as tmp:
+        pq.write_table(table, tmp, compression="zstd", compression_level=3)
+    return shard_entry(final, seeds, table.num_rows, failed, steps)
 
 
 def shard_entry(path: Path, seeds: tuple[int, int], episodes: int, failed: int, steps: int) -> dict[str, Any]:

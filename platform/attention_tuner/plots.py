@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -12,14 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from attention_tuner import datasets, losses  # noqa: E402
+from attention_tuner.demos import atomic_target  # noqa: E402
 
 
 def save_png(fig, path: Path) -> Path:
-    """Write a figure atomically (a temporary name, then a rename) and close it."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    """Write a figure atomically (a temporary name, then a rename) and close it, also when writing fails."""
+    try:
+        with atomic_target(path, ".tmp.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

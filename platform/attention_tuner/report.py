@@ -181,14 +181,16 @@ def markdown_table(groups: list[dict[str, Any]], keys: tuple[str, ...], title: s
 
 def write_csv(groups: list[dict[str, Any]], keys: tuple[str, ...], path: Path) -> None:
     import csv
+    import io
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow([*keys, "mean", "se", "seeds", "not_counted"])
-        for g in groups:
-            w.writerow([*(g[k] for k in keys), g["mean"], g["se"], g["n"], ";".join(g["missing"])])
-    os.replace(tmp, path)
+    from attention_tuner.demos import atomic_write_bytes
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([*keys, "mean", "se", "seeds", "not_counted"])
+    for g in groups:
+        w.writerow([*(g[k] for k in keys), g["mean"], g["se"], g["n"], ";".join(g["missing"])])
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str | None = None,
@@ -237,9 +239,9 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
                         f"{'' if s is None else f'{s:.2f}'} | {'' if d is None else f'{d:.2f}'} |")
     sections.append("")
     md.parent.mkdir(parents=True, exist_ok=True)
-    tmp = md.with_name(f".{md.name}.tmp")
-    tmp.write_text("\n".join(sections))
-    os.replace(tmp, md)
+    from attention_tuner.demos import atomic_write_bytes
+
+    atomic_write_bytes(md, "\n".join(sections).encode())
     return md
 
 

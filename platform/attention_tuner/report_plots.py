@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attention_tuner import tracking  # noqa: E402
+from attention_tuner.demos import atomic_target  # noqa: E402
 from attention_tuner.plots import save_png  # noqa: E402
-from attention_tuner.report import METRIC, TrialRow, aggregate, copy_artifact  # noqa: E402
+from attention_tuner.report import METRIC, TrialRow, aggregate, copy_artifact, main_rows  # noqa: E402
 
 COLOURS = {"vanilla": "#888888", "attention_tuner": "#d62728"}
 
@@ -114,18 +115,36 @@ def learning_curves(uri: str, rows: list[TrialRow], path: Path) -> Path:
     return save_png(fig, path)
 
 
+class _NoArtifact(Exception):
+    pass
+
+
+def copy_atomically(uri: str, run_id: str, name: str, dest: Path) -> Path | None:
+    """A run's artifact copied to ``dest`` through a temporary: an interrupted copy never replaces a good file."""
+    try:
+        with atomic_target(dest, ".tmp.png") as tmp:
+            if copy_artifact(uri, run_id, name, tmp) is None:
+                raise _NoArtifact
+    except _NoArtifact:  # the run has no such artifact: nothing copied, nothing replaced
+        return None
+    return dest
+
+
 def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, Path]]:
-    out = [("Success by task and method", success_by_task(rows, folder / "success_by_task.png")),
-           ("Learning curves", learning_curves(uri, rows, folder / "learning_curves.png"))]
-    if len({r.fraction for r in rows}) > 1:
-        out.append(("Success against annotated fraction", success_by_fraction(rows, folder / "fraction.png")))
+    main = main_rows(rows)  # vanilla and fully annotated AttentionTuner; the fraction arms get their own plot
+    out = [("Success by task and method", success_by_task(main, folder / "success_by_task.png")),
+           ("Learning curves", learning_curves(uri, main, folder / "learning_curves.png"))]
+    partial = {r.task for r in rows if 0 < r.fraction < 1}
+    if partial:
+        out.append(("Success against annotated fraction",
+                    success_by_fraction([r for r in rows if r.task in partial], folder / "fraction.png")))
     if len({r.heads for r in rows if r.method == "attention_tuner"}) > 2:
         out.append(("Layer x head ablation", heads_grid(rows, folder / "heads_grid.png")))
-    for task in sorted({r.task for r in rows}):
-        done = sorted((r for r in rows if r.task == task and r.success is not None), key=lambda r: r.success)
+    for task in sorted({r.task for r in main}):
+        done = sorted((r for r in main if r.task == task and r.success is not None), key=lambda r: r.success)
         for label, r in (("worst", done[0]), ("best", done[-1])) if done else ():
             dest = folder / f"attention_{task}_{label}.png"
-            if copy_artifact(uri, r.run_id, "attention.png", dest):
+            if copy_atomically(uri, r.run_id, "attention.png", dest):
                 out.append((f"{task}, {label} trial ({r.name}, success {r.success:.2f}): expert vs learned "
                             "attention", dest))
     return out

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attention_tuner import tracking
+from attention_tuner import demos, tracking
 from attention_tuner.config import (
     ConfigError,
     TrialConfig,
@@ -226,11 +226,10 @@ def trainable(params: dict[str, Any]) -> None:
     run_id = tracking.child_run(uri, ctx["experiment_id"], ctx["parent"], spec["key"], ctx["sweep"],
                                 trial_params(Trial(spec["key"], spec["labels"], cfg)))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "worker.pid").write_text(f"{os.getpid()}\n")  # which process runs the trial (for operators)
+    demos.atomic_write_bytes(run_dir / "worker.pid", f"{os.getpid()}\n".encode())  # which process runs it
     restored = tune.get_checkpoint()
-    local = run_dir / "checkpoint" / "checkpoint.pt"
-    if restored is not None and not local.is_file():  # e.g. retried on another node
-        restored.to_directory(str(run_dir / "checkpoint"))
+    if restored is not None:  # a retry: continue from the last *reported* checkpoint (the local one may be
+        restored.to_directory(str(run_dir / "checkpoint"))  # an epoch ahead, unreported), on any node
 
     def report(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
         tracking.log_metrics(uri, run_id, metrics, epoch)
@@ -243,7 +242,7 @@ def trainable(params: dict[str, Any]) -> None:
             tracking.log_artifact(uri, run_id, art)
         tracking.log_artifact(uri, run_id, run_dir / "checkpoint" / "checkpoint.pt", "checkpoint")
         manifest = run_dir / "dataset_manifest.json"
-        manifest.write_text(json.dumps(result["manifest"], indent=2))
+        demos.atomic_write_bytes(manifest, json.dumps(result["manifest"], indent=2).encode())
         tracking.log_artifact(uri, run_id, manifest)
         tracking.finish(uri, run_id)
     except Exception:
@@ -308,12 +307,11 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     import ray
     from ray import tune
 
-    from attention_tuner import demos
 
     root.mkdir(parents=True, exist_ok=True)
     home = root / run_name
     home.mkdir(parents=True, exist_ok=True)
-    latest.write_text(run_name + "\n")
+    demos.atomic_write_bytes(latest, (run_name + "\n").encode())
 
     experiment_id = tracking.ensure_experiment(uri, spec.name)
     parent = tracking.start_parent(uri, experiment_id, spec.name, run_name, parent_params(spec, ts))
@@ -354,7 +352,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     rows = results_rows(grid, spec.metric)
     table = results_table(rows)
     out = home / "results.md"
-    out.write_text(table + "\n")
+    demos.atomic_write_bytes(out, (table + "\n").encode())
     tracking.log_artifact(uri, parent, out)
     errors = sum(1 for r in rows if r["status"] != "ok")
     tracking.finish(uri, parent, "FINISHED" if not errors else "FAILED")
