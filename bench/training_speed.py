@@ -209,28 +209,29 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
 # ----------------------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
 def replay_cached(model: AttentionTuner, episodes: list[Episode], num_envs: int) -> float:
     """Decode recorded episodes with the key/value cache, num_envs at a time; returns the seconds taken.
 
-    Teacher-forced like ``naive_reference.replay``; finished episodes leave the batch as in ``evaluate``.
+    Teacher-forced like ``naive_reference.replay``; finished episodes leave the batch as in ``evaluate``
+    (inference mode, a cache allocated once for the longest episode, the greedy actions read back once a step).
     """
     was_training = model.training
     model.eval()
     start = time.perf_counter()
-    for w in range(0, len(episodes), num_envs):
-        wave = sorted(episodes[w : w + num_envs], key=lambda e: -len(e[1]))  # longest first: active = prefix
-        lengths = np.array([len(a) for _, a in wave])
-        cache = model.new_cache(len(wave))
-        prev = None
-        for t in range(int(lengths[0])):
-            n = int((lengths > t).sum())
-            if n < cache.batch_size:
-                cache.select(torch.arange(n))
-                prev = None if prev is None else prev[:n]
-            obs = torch.from_numpy(np.stack([o[t] for o, _ in wave[:n]]))
-            model.step(cache, obs, prev).argmax(-1)
-            prev = torch.from_numpy(np.array([a[t] for _, a in wave[:n]]))
+    with torch.inference_mode():
+        for w in range(0, len(episodes), num_envs):
+            wave = sorted(episodes[w : w + num_envs], key=lambda e: -len(e[1]))  # longest first: active = prefix
+            lengths = np.array([len(a) for _, a in wave])
+            cache = model.new_cache(len(wave), capacity=2 * int(lengths[0]))
+            prev = None
+            for t in range(int(lengths[0])):
+                n = int((lengths > t).sum())
+                if n < cache.batch_size:
+                    cache.select(torch.arange(n))
+                    prev = None if prev is None else prev[:n]
+                obs = torch.from_numpy(np.stack([o[t] for o, _ in wave[:n]]))
+                model.step(cache, obs, prev).argmax(-1).tolist()
+                prev = torch.from_numpy(np.array([a[t] for _, a in wave[:n]]))
     model.train(was_training)
     return time.perf_counter() - start
 
@@ -251,7 +252,8 @@ def eval_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) -
     N = args.num_envs
     counts = {"naive": args.naive_episodes, "ours, 1 env": args.single_episodes, f"ours, {N} envs": N}
 
-    evaluate(ours, TASK, kwargs, 1, 1)  # warm-up
+    evaluate(ours, TASK, kwargs, 1, 1)  # warm-up (both batch shapes of ours)
+    evaluate(ours, TASK, kwargs, N, N)
     naive_evaluate(naive, TASK, kwargs, 1)
     closed: dict[str, list[dict[str, float]]] = {k: [] for k in counts}
     replayed: dict[str, list[float]] = {k: [] for k in counts}

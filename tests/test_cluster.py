@@ -86,10 +86,14 @@ def test_ray_job_submit_of_a_tiny_sweep_to_a_local_head(tmp_path):
             assert head.poll() is None, "ray start --head exited"
             time.sleep(1)
         uri = f"sqlite:///{tmp_path}/mlruns.db"
-        job = subprocess.run(
-            [RAY, "job", "submit", "--address", address, "--", sys.executable, str(ROOT / "sweeps" / "tiny.py"),
-             "--storage", str(tmp_path / "store"), "--tracking-uri", uri],
-            env=env, capture_output=True, text=True, timeout=400)
+        for _ in range(30):  # the head's job agent may start after the dashboard answers (Ray's own advice:
+            job = subprocess.run(  # "No available agent to submit job, please try again later")
+                [RAY, "job", "submit", "--address", address, "--", sys.executable,
+                 str(ROOT / "sweeps" / "tiny.py"), "--storage", str(tmp_path / "store"), "--tracking-uri", uri],
+                env=env, capture_output=True, text=True, timeout=400)
+            if "No available agent" not in job.stdout + job.stderr:
+                break
+            time.sleep(3)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout.lower()
         from mlflow.tracking import MlflowClient

@@ -118,6 +118,48 @@ def test_incremental_decoding_equals_full_forward(obs_mode, T):
     torch.testing.assert_close(torch.stack(steps, 1), logits, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_preallocated_cache_never_moves_and_equals_the_growing_cache(n_layers):
+    """A cache with room for the whole episode is written in place (same storage every step), and decodes
+    exactly what a cache that starts tiny and grows does, and what the full pass computes."""
+    net = small(n_layers=n_layers, supervised=())
+    T = 9
+    obs, act = batch(4, T, seed=3)
+    logits, _ = net(obs, act)
+    static, growing = net.new_cache(4, capacity=2 * T), net.new_cache(4, capacity=1)
+    ptrs = set()
+    for t in range(T):
+        prev = None if t == 0 else act[:, t - 1]
+        a = net.step(static, obs[:, t], prev)
+        b = net.step(growing, obs[:, t], prev)
+        ptrs.add(tuple(buf.data_ptr() for buf in static.kv))
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        torch.testing.assert_close(a, logits[:, t], rtol=0, atol=1e-5)
+    assert len(ptrs) == 1 and static.kv[0].shape[1] == 2 * T
+    assert growing.kv[0].shape[1] >= 2 * T - 1 and static.length == growing.length == 2 * T - 1
+
+
+def test_decoding_in_inference_mode_with_increasing_and_shuffled_selects():
+    """Evaluation's path: inference mode, finished rows dropped in place (increasing rows), then an
+    arbitrary reordering (gathered), and every surviving row still equals the full pass."""
+    net = small()
+    obs, act = batch(5, 8, seed=5)
+    logits, _ = net(obs, act)
+    cache = net.new_cache(5, capacity=16)
+    rows = torch.arange(5)
+    with torch.inference_mode():
+        for t in range(8):
+            if t == 3:
+                rows = rows[[0, 2, 3]]  # rows 1 and 4 finished: moved down in place
+                cache.select(torch.tensor([0, 2, 3]))
+            if t == 5:
+                rows = rows[[2, 0]]
+                cache.select(torch.tensor([2, 0]))
+            out = net.step(cache, obs[rows, t], None if t == 0 else act[rows, t - 1])
+            torch.testing.assert_close(out, logits[rows, t], rtol=0, atol=1e-5)
+    assert cache.batch_size == 2 and cache.kv[0].shape[0] == 2
+
+
 def test_cache_select_keeps_decoding_the_remaining_rows():
     net = small()
     obs, act = batch(3, 7)
@@ -139,6 +181,18 @@ def test_symbolic_codes_out_of_range_are_clamped():
     clamped = obs.clone()
     clamped[..., 0], clamped[..., 1], clamped[..., 2] = 10, 5, 2
     torch.testing.assert_close(net(bad, act)[0], net(clamped, act)[0])
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_symbolic_decode_lookup_equals_the_one_hot_convolutions(n):
+    """The decoding encoder (one-hot + first convolution as a table lookup) computes `forward`'s function,
+    clamping included, for one observation (NCHW path) and for a batch (channels-last path)."""
+    enc = small().obs_enc
+    g = torch.Generator().manual_seed(n)
+    obs = torch.randint(0, 256, (n, 7, 7, 3), generator=g).to(torch.uint8)
+    obs[: n // 2] %= 11  # some in range, some far out of range
+    with torch.no_grad():
+        torch.testing.assert_close(enc.decode(obs, enc.conv1_table()), enc(obs), rtol=0, atol=1e-6)
 
 
 def test_training_mode_gradients_reach_supervised_attention():

@@ -62,6 +62,9 @@ class SymbolicEncoder(nn.Module):
 
     hi: torch.Tensor
     offset: torch.Tensor
+    cell_weight: torch.Tensor
+    nb_cell: torch.Tensor
+    nb_row: torch.Tensor
 
     def __init__(self, d_model: int):
         super().__init__()
@@ -74,6 +77,39 @@ class SymbolicEncoder(nn.Module):
         self.register_buffer("hi", hi.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("offset", torch.tensor([0, N_OBJECTS, N_OBJECTS + N_COLORS]).view(1, 3, 1, 1),
                              persistent=False)
+        # for `decode`: a cell's (object, colour, state) as one code in 0..197 (198: outside the view), and for
+        # output cell (i, j) and kernel offset k = 3 di + dj the row 199 k + code of the cell it reads in the
+        # 9x9 padded view
+        self.register_buffer("cell_weight", torch.tensor([N_COLORS * N_STATES, N_STATES, 1]), persistent=False)
+        nb = torch.tensor([(9 * (i + di) + j + dj, 199 * (3 * di + dj)) for i in range(7) for j in range(7)
+                           for di in range(3) for dj in range(3)])  # (441, 2)
+        self.register_buffer("nb_cell", nb[:, 0].contiguous(), persistent=False)
+        self.register_buffer("nb_row", nb[:, 1].contiguous(), persistent=False)
+
+    def conv1_table(self) -> torch.Tensor:
+        """(9 * 199, 40): the first convolution's response, bias included, at kernel offset k to a cell of
+        code c is row 199 k + c (code 198, outside the view, is a zero row). For `decode`."""
+        w = self.cnn[0].weight.permute(2, 3, 1, 0).reshape(9, 20, 40)  # [3 di + dj, input channel]
+        o, c, s = (z.reshape(-1) for z in torch.meshgrid(
+            *(torch.arange(n, device=w.device) for n in (N_OBJECTS, N_COLORS, N_STATES)), indexing="ij"))
+        table = w[:, o] + w[:, N_OBJECTS + c] + w[:, N_OBJECTS + N_COLORS + s]  # (9, 198, 40): one-hot sums
+        table[4] += self.cnn[0].bias  # the centre offset always reads a cell of the view: it carries the bias
+        return torch.cat((table, table.new_zeros(9, 1, 40)), 1).reshape(9 * 199, 40)
+
+    def decode(self, obs: torch.Tensor, conv1: torch.Tensor) -> torch.Tensor:
+        """`forward` for decoding, with the one-hot and the first convolution folded into one lookup: each
+        output cell sums 9 rows of ``conv1_table()`` (passed in, made once per cache) with embedding_bag.
+        The same function as `forward` up to float rounding (the sums are taken in another order)."""
+        N = obs.shape[0]
+        code = (torch.minimum(obs.long(), self.hi.view(3)) * self.cell_weight).sum(-1)  # (N, 7, 7)
+        code = F.pad(code, (1, 1, 1, 1), value=198).view(N, 81).index_select(1, self.nb_cell) + self.nb_row
+        x = F.embedding_bag(code.view(N * 49, 9), conv1, mode="sum").relu_()  # (N * 49, 40)
+        x = x.view(N, 7, 7, 40).permute(0, 3, 1, 2)  # (N, 40, 7, 7), channels last: oneDNN's preferred layout
+        if N == 1:
+            x = x.contiguous()  # a single observation takes PyTorch's own convolution, which wants NCHW
+        conv2 = self.cnn[2]
+        x = F.conv2d(x, conv2.weight, conv2.bias, padding=1).relu_()
+        return torch.tanh(F.linear(x.flatten(1), self.fc.weight, self.fc.bias))  # (N, d)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         idx = obs.permute(0, 3, 1, 2).long()  # (N, 3, 7, 7): channel-first like the reference
@@ -100,44 +136,77 @@ class PixelEncoder(nn.Module):
 
 
 class KVCache:
-    """Per-layer keys and values of the tokens decoded so far, in buffers that double when full.
+    """Keys and values of the tokens decoded so far, written in place into buffers allocated once.
 
-    All rows of the batch share one length (environments are stepped in lockstep); rows whose episode has
-    ended can be dropped with `select`. Buffers are allocated at the first step, in the dtype the model
-    produces (so autocast gives half-precision caches).
+    One buffer per layer, (B, capacity, 2 * C): a token's keys then its values, laid out as the last 2C columns
+    of the layer's qkv projection, so a step writes its new tokens with one plain copy and attention reads
+    views of the filled part. The buffers are allocated at the first step (in the dtype the model produces:
+    autocast gives half-precision caches) with room for ``capacity`` tokens; give the longest episode's
+    2 * max_steps and they never move (past it they double). All rows share one length (environments are
+    stepped in lockstep); rows whose episode has ended can be dropped with `select`.
+    The cache also keeps decoding constants derived from the weights at its first steps (the action
+    embeddings, the symbolic encoder's first-convolution table, a table of position encodings), so the
+    weights must not change while a cache is in use: make a new cache after an optimiser step.
     """
 
     def __init__(self, n_layers: int, batch_size: int, device: torch.device | str, capacity: int = 128):
-        self.k: list[torch.Tensor | None] = [None] * n_layers
-        self.v: list[torch.Tensor | None] = [None] * n_layers
+        self.kv: list[torch.Tensor | None] = [None] * n_layers
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.capacity = capacity
         self.length = 0  # tokens cached (2t - 1 after t steps, t >= 1)
         self.t = 0  # timesteps decoded
+        self.actions: torch.Tensor | None = None  # (A, C) embedding of each action (tanh(Linear(one-hot)))
+        self.pe: torch.Tensor | None = None  # (P, C) sinusoid(0 .. P - 1)
+        self.conv1: torch.Tensor | None = None  # SymbolicEncoder.conv1_table()
+        self._mask: torch.Tensor | None = None  # (N, N) additive causal mask (0 / -inf): masks are views
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the new tokens' k, v (B, nh, n, hs) after the cached ones; return views of all of them."""
-        end = self.length + k.shape[2]
-        buf_k, buf_v = self.k[layer], self.v[layer]
-        if buf_k is None or buf_v is None or buf_k.shape[2] < end:
-            cap = max(self.capacity, end, 2 * (0 if buf_k is None else buf_k.shape[2]))
-            new_k = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
-            new_v = v.new_empty(v.shape[0], v.shape[1], cap, v.shape[3])
-            if buf_k is not None and buf_v is not None:
-                new_k[:, :, : self.length] = buf_k[:, :, : self.length]
-                new_v[:, :, : self.length] = buf_v[:, :, : self.length]
-            self.k[layer], self.v[layer] = buf_k, buf_v = new_k, new_v
-        buf_k[:, :, self.length : end] = k
-        buf_v[:, :, self.length : end] = v
-        return buf_k[:, :, :end], buf_v[:, :, :end]
+    def write(self, layer: int, kv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new tokens' keys and values kv (B, n, 2C) after the cached ones; return views
+        (B, n_heads, S, C / n_heads) of all keys and all values, S = length + n."""
+        B, n, C2 = kv.shape
+        end = self.length + n
+        buf = self.kv[layer]
+        if buf is None or buf.shape[1] < end:
+            cap = max(self.capacity, end, 2 * (0 if buf is None else buf.shape[1]))
+            new = kv.new_empty(B, cap, C2)
+            if buf is not None:
+                new[:, : self.length] = buf[:, : self.length]
+            self.kv[layer] = buf = new
+        buf[:, self.length : end] = kv
+        C = C2 // 2
+        k = buf[:, :end, :C].view(B, end, n_heads, C // n_heads).transpose(1, 2)
+        v = buf[:, :end, C:].view(B, end, n_heads, C // n_heads).transpose(1, 2)
+        return k, v
+
+    def causal_mask(self, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """(n, S) additive mask: new token i (of n) sees the cached tokens and the new ones up to itself."""
+        end = self.length + n
+        if self._mask is None or self._mask.shape[0] < end or self._mask.dtype != dtype:
+            size = max(self.capacity, 2 * end)
+            allowed = torch.ones(size, size, dtype=torch.bool, device=self.device).tril()
+            self._mask = torch.zeros(size, size, dtype=dtype, device=self.device).masked_fill(~allowed, -math.inf)
+        return self._mask[self.length : end, :end]
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only the given batch rows (e.g. the environments still running), in that order."""
-        rows = rows.to(self.device)
-        self.k = [None if b is None else b.index_select(0, rows) for b in self.k]
-        self.v = [None if b is None else b.index_select(0, rows) for b in self.v]
-        self.batch_size = int(rows.numel())
+        """Keep only the given batch rows (e.g. the environments still running), in that order.
+
+        Increasing rows (what evaluation passes: the survivors in order) are moved down in place, only their
+        filled part and only the rows that move; any other order is gathered into new buffers.
+        """
+        keep = [int(r) for r in rows.tolist()]
+        if all(a < b for a, b in zip(keep, keep[1:], strict=False)):
+            for layer, buf in enumerate(self.kv):
+                if buf is None:
+                    continue
+                for dst, src in enumerate(keep):
+                    if src != dst:  # src > dst: never a row already overwritten
+                        buf[dst, : self.length] = buf[src, : self.length]
+                self.kv[layer] = buf[: len(keep)]
+        else:
+            index = rows.to(self.device)
+            self.kv = [None if b is None else b.index_select(0, index) for b in self.kv]
+        self.batch_size = len(keep)
 
 
 class Block(nn.Module):
@@ -185,14 +254,29 @@ class Block(nn.Module):
         y = torch.cat(ys, dim=1)[:, self.unperm]  # (B, nh, L, hs)
         return self._out(x, y), att
 
-    def step(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
-        """New tokens x (B, n, C) attend to the cached ones and causally to each other."""
-        n = x.shape[1]
-        q, k, v = self._qkv(x)
-        k, v = cache.append(layer, k, v)  # (B, nh, S, hs), S = cache.length + n
-        S = k.shape[2]
-        allowed = torch.arange(S, device=x.device)[None, :] <= torch.arange(S - n, S, device=x.device)[:, None]
-        return self._out(x, F.scaled_dot_product_attention(q, k, v, attn_mask=allowed))  # (B, n, C)
+    def step(self, x: torch.Tensor, cache: KVCache, layer: int, last_only: bool = False) -> torch.Tensor:
+        """New tokens x (B, n, C) attend to the cached ones and causally to each other.
+
+        last_only: return the last token's output only (B, 1, C); the others still write their keys/values.
+        """
+        B, n, C = x.shape
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)  # (B, n, 3C)
+        k, v = cache.write(layer, qkv[:, :, C:], self.nh)  # (B, nh, S, hs), S = cache.length + n
+        q = qkv[:, :, :C].view(B, n, self.nh, C // self.nh).transpose(1, 2)  # (B, nh, n, hs)
+        mask = None
+        if last_only and n > 1:
+            q, x = q[:, :, -1:], x[:, -1:]  # the last token sees every key: no mask
+        elif n > 1:
+            mask = cache.causal_mask(n, q.dtype)  # (n, S)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, n', hs)
+        # the same operations as `_out`, without the module calls
+        y = F.linear(y.transpose(1, 2).reshape(B, -1, C), self.proj.weight, self.proj.bias)
+        x = F.layer_norm(x + y, (C,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
+        ff_in, ff_out = cast(nn.Linear, self.ff[0]), cast(nn.Linear, self.ff[2])
+        h = F.linear(F.relu(F.linear(x, ff_in.weight, ff_in.bias)), ff_out.weight, ff_out.bias)
+        if self.training:
+            h = self.ff[3](h)
+        return F.layer_norm(x + h, (C,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
 
 
 class AttentionTuner(nn.Module):
@@ -294,27 +378,45 @@ class AttentionTuner(nn.Module):
     def step(self, cache: KVCache, obs: torch.Tensor, prev_action: torch.Tensor | None = None) -> torch.Tensor:
         """Decode one timestep: append a_{t-1} (t > 0) and o_t; return the logits (B, A) for a_t.
 
-        Equals `forward(...)[0][:, t]` on the same history (in eval mode). No gradients (evaluation only).
+        Equals `forward(...)[0][:, t]` on the same history (in eval mode, up to float rounding). No gradients
+        (evaluation only). Only the new tokens are computed: the 2 tokens of a step through every layer but the
+        last, where only o_t's output is needed (a_{t-1} there only contributes its key and value); symbolic
+        observations go through `SymbolicEncoder.decode`, actions and positions are looked up in tables.
         """
         self._check_obs(obs, 1)
         if obs.shape[0] != cache.batch_size:
             raise ValueError(f"obs batch {obs.shape[0]} != cache batch_size {cache.batch_size}")
         t, C = cache.t, self.d_model
-        x = self._embed_obs(obs)[:, None] + sinusoid(torch.tensor([t], device=obs.device), C)  # (B, 1, C)
         if t == 0:
             if prev_action is not None:
                 raise ValueError("prev_action must be None at the first step (t = 0)")
+        elif prev_action is None or tuple(prev_action.shape) != (obs.shape[0],):
+            raise ValueError(f"prev_action of shape (B,) = ({obs.shape[0]},) is required for t > 0")
+        if cache.pe is None or cache.pe.shape[0] <= t:  # the same values as forward's sinusoid(arange(T))
+            size = max(cache.capacity // 2 + 1, t + 1, 2 * (0 if cache.pe is None else cache.pe.shape[0]))
+            cache.pe = sinusoid(torch.arange(size, device=obs.device), C)
+        if isinstance(self.obs_enc, SymbolicEncoder):
+            if cache.conv1 is None:
+                cache.conv1 = self.obs_enc.conv1_table()
+            x = self.obs_enc.decode(obs, cache.conv1) + cache.pe[t]  # (B, C)
         else:
-            if prev_action is None or tuple(prev_action.shape) != (obs.shape[0],):
-                raise ValueError(f"prev_action of shape (B,) = ({obs.shape[0]},) is required for t > 0")
-            a = self._embed_act(prev_action)[:, None] + sinusoid(torch.tensor([t - 1], device=obs.device), C)
-            x = torch.cat((a, x), dim=1)  # (B, 2, C): a_{t-1} then o_t
-        x = self.drop(self.ln_emb(x))
+            x = self._embed_obs(obs) + cache.pe[t]
+        if t > 0:
+            if cache.actions is None:  # the embedding of each action: rows of tanh(Linear(one-hot))
+                cache.actions = self._embed_act(torch.arange(self.n_actions, device=obs.device))
+            a = cache.actions.index_select(0, prev_action.clamp(0, self.n_actions - 1)) + cache.pe[t - 1]
+            x = torch.stack((a, x), dim=1)  # (B, 2, C): a_{t-1} then o_t
+        else:
+            x = x[:, None]  # (B, 1, C)
+        x = F.layer_norm(x, (C,), self.ln_emb.weight, self.ln_emb.bias, self.ln_emb.eps)
+        if self.training:
+            x = self.drop(x)
+        n, last = x.shape[1], len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = cast(Block, block).step(x, cache, i)
-        cache.length += x.shape[1]
+            x = cast(Block, block).step(x, cache, i, last_only=i == last)
+        cache.length += n
         cache.t += 1
-        return self.head(x[:, -1])  # (B, A)
+        return F.linear(x[:, -1], self.head.weight, self.head.bias)  # (B, A)
 
 
 def _validate(obs_mode, n_actions, d_model, n_layers, n_heads, d_ff, dropout, supervised) -> None:
