@@ -21,6 +21,7 @@ import memory_tasks
 from attention_tuner.datasets import eval_seeds
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
+from memory_tasks.core import SYMBOLIC_SHAPE
 
 
 def evaluate(
@@ -53,7 +54,7 @@ def _evaluate(model: AttentionTuner, task: str, kwargs: dict[str, Any], episodes
     # 2 tokens a step: a cache this long is never reallocated (the tasks' environments all have max_steps)
     max_steps = getattr(bases[0], "max_steps", None)
     capacity = 2 * int(max_steps) if max_steps else 128
-    codes = np.empty((len(envs), *bases[0].symbolic_obs.shape), dtype=np.uint8)
+    codes = np.empty((len(envs), *SYMBOLIC_SHAPE), dtype=np.uint8)  # the envs are not reset yet: no obs to ask
     success: list[bool] = []
     returns: list[float] = []
     lengths: list[int] = []
