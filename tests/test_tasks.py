@@ -11,7 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 import memory_tasks
 from memory_tasks import TASKS, resolve_task, rollout
-from memory_tasks.gridworld import reference_arena_pixels, reference_ltmb_pixels, render_batch
+from memory_tasks.gridworld import egocentric, reference_arena_pixels, reference_ltmb_pixels, render_batch
 
 IDS = [env_id for env_id, _ in TASKS.values()]
 # Small sizes keep the generic checks fast; default sizes are covered by the success-rate test.
@@ -137,3 +137,12 @@ def test_resolve_task_names():
     with pytest.raises(ValueError, match="unknown task 'Maze'"):
         resolve_task("Maze")
     assert memory_tasks.make("ordering", length=2).unwrapped.__class__.__name__ == "OrderingEnv"
+
+
+@pytest.mark.parametrize("agent_dir", range(4))
+def test_egocentric_view_is_minigrids_rotation_and_a_copy(agent_dir):
+    grid = np.random.default_rng(agent_dir).integers(0, 255, (9, 9, 3), dtype=np.uint8)
+    for window in (grid[:7, :7], grid[1:8, 2:9], grid[:7, :7].copy()):  # slices, and a contiguous array
+        view = egocentric(window, agent_dir)
+        np.testing.assert_array_equal(view, np.rot90(window, k=-(agent_dir + 1) % 4))
+        assert view.flags.c_contiguous and not np.shares_memory(view, window)

@@ -183,7 +183,7 @@ class CountingEnv(MiniGridEnv):
         top_x, top_y, _, _ = self.get_view_exts()
         view = self._padded[PAD + top_x : PAD + top_x + 7, PAD + top_y : PAD + top_y + 7]
         # MiniGrid rotates the slice left (agent_dir + 1) times so that the agent looks up.
-        view = np.rot90(view, k=-(self.agent_dir + 1)).copy()
+        view = gridworld.egocentric(view, self.agent_dir)
         view[3, 6] = EMPTY_CODE  # the agent's own cell (it never carries anything)
         self.symbolic_obs = view
         return view if self.obs_mode == "symbolic" else symbolic_to_pixels(view)

@@ -71,6 +71,22 @@ def reference_arena_pixels(symbolic: np.ndarray) -> np.ndarray:
     return grid.render(TILE_PIXELS, agent_pos=agent_pos, agent_dir=agent_dir)
 
 
+def egocentric(window: np.ndarray, agent_dir: int) -> np.ndarray:
+    """MiniGrid's egocentric view of the (7, 7, 3) window in front of the agent: the slice rotated left
+    (agent_dir + 1) times, as a new array; the same as ``np.rot90(window, -(agent_dir + 1)).copy()`` with
+    plain slicing (np.rot90 alone was half the cost of a Hallway step)."""
+    k = (agent_dir + 1) % 4  # rotations to the right: new[j, 6 - i] = old[i, j] for one
+    if k == 0:
+        view = window
+    elif k == 1:
+        view = window.swapaxes(0, 1)[:, ::-1]
+    elif k == 2:
+        view = window[::-1, ::-1]
+    else:
+        view = window.swapaxes(0, 1)[::-1]
+    return np.array(view, order="C")  # always a copy (the window may be contiguous)
+
+
 def agent_code(direction: int, on_deadly: bool = False) -> tuple[int, int, int]:
     """The symbolic code of the agent's cell in a whole-arena view."""
     return (AGENT, int(direction), 1 if on_deadly else 0)

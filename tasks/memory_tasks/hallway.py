@@ -87,7 +87,7 @@ from minigrid.core.world_object import Ball, Box, Door, Key, Wall, WorldObj
 from minigrid.minigrid_env import MiniGridEnv
 
 from memory_tasks import core
-from memory_tasks.gridworld import EMPTY, GREY, WALL, ltmb_pixels
+from memory_tasks.gridworld import EMPTY, GREY, WALL, egocentric, ltmb_pixels
 
 TASK = "Hallway"
 MISSION = "Enter the hallway with the same object as the one in the start room"
@@ -207,7 +207,7 @@ class HallwayEnv(MiniGridEnv):
         top_x, top_y, _, _ = self.get_view_exts()
         window = self._codes[PAD + top_x : PAD + top_x + VIEW, PAD + top_y : PAD + top_y + VIEW]
         # MiniGrid rotates the slice left (agent_dir + 1) times: new[j, 6 - i] = old[i, j]
-        view = np.rot90(window, k=-(self.agent_dir + 1) % 4).copy()
+        view = egocentric(window, self.agent_dir)
         view[VIEW // 2, VIEW - 1] = EMPTY_CODE  # the agent's own cell (it never carries anything)
         return view
 
