@@ -135,8 +135,27 @@ def test_preallocated_cache_never_moves_and_equals_the_growing_cache(n_layers):
         ptrs.add(tuple(buf.data_ptr() for buf in static.kv))
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
         torch.testing.assert_close(a, logits[:, t], rtol=0, atol=1e-5)
-    assert len(ptrs) == 1 and static.kv[0].shape[1] == 2 * T
-    assert growing.kv[0].shape[1] >= 2 * T - 1 and static.length == growing.length == 2 * T - 1
+    assert len(ptrs) == 1 and static.allocated == 2 * T
+    assert growing.allocated >= 2 * T - 1 and static.length == growing.length == 2 * T - 1
+
+
+@pytest.mark.parametrize("B", [1, 3, 12])
+def test_decoding_paths_for_few_and_many_rows_equal_the_full_pass(B):
+    """Decoding picks its kernels by size: with few rows, weights of at least GEMV_MIN_WEIGHT elements go
+    through weight @ x^T and the second convolution through im2col; with many, F.linear and conv2d. Every
+    path decodes what the full pass computes (a model wide enough for both)."""
+    from attention_tuner.model import GEMV_MIN_WEIGHT, GEMV_ROWS, IM2COL_MAX
+
+    net = small(d_model=128, d_ff=GEMV_MIN_WEIGHT // 128, n_layers=2)
+    assert 2 * 1 <= GEMV_ROWS < 2 * 12 and 3 <= IM2COL_MAX < 12  # B = 1, 3 take the small-row paths
+    T = 6
+    obs, act = batch(B, T, seed=B)
+    logits, _ = net(obs, act)
+    cache = net.new_cache(B, capacity=2 * T)
+    with torch.inference_mode():
+        for t in range(T):
+            out = net.step(cache, obs[:, t], None if t == 0 else act[:, t - 1])
+            torch.testing.assert_close(out, logits[:, t], rtol=0, atol=1e-5)
 
 
 def test_decoding_in_inference_mode_with_increasing_and_shuffled_selects():

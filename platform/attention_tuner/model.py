@@ -45,6 +45,29 @@ def encode_unique(encoder: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     return encoder(uniq.view(-1, *obs.shape[1:]))[inverse]
 
 
+# In decoding, a few rows (at most GEMV_ROWS) times a weight of at least GEMV_MIN_WEIGHT elements go through
+# weight @ x^T (see `linear`); smaller weights stay in cache, where F.linear is as fast or faster.
+GEMV_ROWS, GEMV_MIN_WEIGHT = 4, 1 << 18
+# Below this many observations, decoding computes the second convolution as one matrix product of the
+# gathered 3x3 neighbourhoods (im2col); PyTorch's own small-batch convolution is slower there.
+IM2COL_MAX = 8
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """F.linear for decoding: a few rows against a large weight as weight @ x^T.
+
+    Decoding one environment at the paper's size streams all 59 MB of weights from memory for 2 tokens a step;
+    on the reference CPU (float32, one thread) MKL reads a weight about 2x faster as the left operand of
+    weight @ x^T than as the transposed right operand of x @ weight^T when x has 2-3 rows
+    (docs/performance.md). The same values up to float rounding.
+    """
+    rows = x.numel() // x.shape[-1]
+    if not 2 <= rows <= GEMV_ROWS or weight.numel() < GEMV_MIN_WEIGHT:  # one row: F.linear is a GEMV already
+        return F.linear(x, weight, bias)
+    y = torch.addmm(bias[:, None], weight, x.reshape(rows, -1).t())  # (out, rows)
+    return y.t().contiguous().view(*x.shape[:-1], weight.shape[0])  # row-major like F.linear: fused kernels need it
+
+
 def sinusoid(pos: torch.Tensor, d: int) -> torch.Tensor:
     """Sinusoidal encoding of float positions (n,) -> (n, d), as the reference; defined for any position."""
     div = torch.exp(torch.arange(0, d, 2, device=pos.device, dtype=torch.float32) * (-math.log(10000.0) / d))
@@ -96,20 +119,29 @@ class SymbolicEncoder(nn.Module):
         table[4] += self.cnn[0].bias  # the centre offset always reads a cell of the view: it carries the bias
         return torch.cat((table, table.new_zeros(9, 1, 40)), 1).reshape(9 * 199, 40)
 
-    def decode(self, obs: torch.Tensor, conv1: torch.Tensor) -> torch.Tensor:
+    def conv2_matrix(self) -> torch.Tensor:
+        """(9 * 40, 80): the second convolution's weight as a matrix over a cell's gathered 3x3 neighbourhood
+        (row 40 k + c: kernel offset k = 3 di + dj, input channel c). For `decode` with few observations."""
+        return self.cnn[2].weight.permute(2, 3, 1, 0).reshape(9 * 40, 80).contiguous()
+
+    def decode(self, obs: torch.Tensor, conv1: torch.Tensor, conv2: torch.Tensor | None = None) -> torch.Tensor:
         """`forward` for decoding, with the one-hot and the first convolution folded into one lookup: each
         output cell sums 9 rows of ``conv1_table()`` (passed in, made once per cache) with embedding_bag.
-        The same function as `forward` up to float rounding (the sums are taken in another order)."""
+        With at most IM2COL_MAX observations and ``conv2 = conv2_matrix()``, the second convolution is one
+        matrix product of the gathered neighbourhoods. The same function as `forward` up to float rounding
+        (the sums are taken in another order)."""
         N = obs.shape[0]
         code = (torch.minimum(obs.long(), self.hi.view(3)) * self.cell_weight).sum(-1)  # (N, 7, 7)
         code = F.pad(code, (1, 1, 1, 1), value=198).view(N, 81).index_select(1, self.nb_cell) + self.nb_row
         x = F.embedding_bag(code.view(N * 49, 9), conv1, mode="sum").relu_()  # (N * 49, 40)
-        x = x.view(N, 7, 7, 40).permute(0, 3, 1, 2)  # (N, 40, 7, 7), channels last: oneDNN's preferred layout
-        if N == 1:
-            x = x.contiguous()  # a single observation takes PyTorch's own convolution, which wants NCHW
-        conv2 = self.cnn[2]
-        x = F.conv2d(x, conv2.weight, conv2.bias, padding=1).relu_()
-        return torch.tanh(F.linear(x.flatten(1), self.fc.weight, self.fc.bias))  # (N, d)
+        bias = self.cnn[2].bias
+        if conv2 is not None and N <= IM2COL_MAX:
+            x = F.pad(x.view(N, 7, 7, 40), (0, 0, 1, 1, 1, 1)).view(N, 81, 40)  # zero border: conv padding
+            x = x.index_select(1, self.nb_cell).view(N * 49, 9 * 40)  # each cell's 3x3 neighbourhood
+            x = torch.addmm(bias, x, conv2).relu_().view(N, 7, 7, 80).permute(0, 3, 1, 2)  # (N, 80, 7, 7)
+        else:  # (N, 40, 7, 7), channels last: oneDNN's preferred layout
+            x = F.conv2d(x.view(N, 7, 7, 40).permute(0, 3, 1, 2), self.cnn[2].weight, bias, padding=1).relu_()
+        return torch.tanh(linear(x.flatten(1), self.fc.weight, self.fc.bias))  # (N, d)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         idx = obs.permute(0, 3, 1, 2).long()  # (N, 3, 7, 7): channel-first like the reference
@@ -159,7 +191,14 @@ class KVCache:
         self.actions: torch.Tensor | None = None  # (A, C) embedding of each action (tanh(Linear(one-hot)))
         self.pe: torch.Tensor | None = None  # (P, C) sinusoid(0 .. P - 1)
         self.conv1: torch.Tensor | None = None  # SymbolicEncoder.conv1_table()
+        self.conv2: torch.Tensor | None = None  # SymbolicEncoder.conv2_matrix()
         self._mask: torch.Tensor | None = None  # (N, N) additive causal mask (0 / -inf): masks are views
+
+    @property
+    def allocated(self) -> int:
+        """Tokens the buffers have room for (0 before the first step)."""
+        buf = self.kv[0]
+        return 0 if buf is None else buf.shape[1]
 
     def write(self, layer: int, kv: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new tokens' keys and values kv (B, n, 2C) after the cached ones; return views
@@ -260,7 +299,7 @@ class Block(nn.Module):
         last_only: return the last token's output only (B, 1, C); the others still write their keys/values.
         """
         B, n, C = x.shape
-        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)  # (B, n, 3C)
+        qkv = linear(x, self.qkv.weight, self.qkv.bias)  # (B, n, 3C)
         k, v = cache.write(layer, qkv[:, :, C:], self.nh)  # (B, nh, S, hs), S = cache.length + n
         q = qkv[:, :, :C].view(B, n, self.nh, C // self.nh).transpose(1, 2)  # (B, nh, n, hs)
         mask = None
@@ -270,10 +309,10 @@ class Block(nn.Module):
             mask = cache.causal_mask(n, q.dtype)  # (n, S)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, n', hs)
         # the same operations as `_out`, without the module calls
-        y = F.linear(y.transpose(1, 2).reshape(B, -1, C), self.proj.weight, self.proj.bias)
+        y = linear(y.transpose(1, 2).reshape(B, -1, C), self.proj.weight, self.proj.bias)
         x = F.layer_norm(x + y, (C,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
         ff_in, ff_out = cast(nn.Linear, self.ff[0]), cast(nn.Linear, self.ff[2])
-        h = F.linear(F.relu(F.linear(x, ff_in.weight, ff_in.bias)), ff_out.weight, ff_out.bias)
+        h = linear(F.relu(linear(x, ff_in.weight, ff_in.bias)), ff_out.weight, ff_out.bias)
         if self.training:
             h = self.ff[3](h)
         return F.layer_norm(x + h, (C,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
@@ -397,8 +436,8 @@ class AttentionTuner(nn.Module):
             cache.pe = sinusoid(torch.arange(size, device=obs.device), C)
         if isinstance(self.obs_enc, SymbolicEncoder):
             if cache.conv1 is None:
-                cache.conv1 = self.obs_enc.conv1_table()
-            x = self.obs_enc.decode(obs, cache.conv1) + cache.pe[t]  # (B, C)
+                cache.conv1, cache.conv2 = self.obs_enc.conv1_table(), self.obs_enc.conv2_matrix()
+            x = self.obs_enc.decode(obs, cache.conv1, cache.conv2) + cache.pe[t]  # (B, C)
         else:
             x = self._embed_obs(obs) + cache.pe[t]
         if t > 0:
