@@ -2,8 +2,12 @@
 # virtual environment first, so on a fresh machine they are all the set-up there is.
 PYTHON ?= python3.11
 VENV   ?= .venv
+# Optional extras installed with the project: `make test EXTRAS=dev,rllib` adds RLlib for the PPO baseline
+# (.ci/run does); without it, the PPO tests are skipped with the reason.
+EXTRAS ?= dev
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: run test lint venv clean play mlflow-ui
 
@@ -14,7 +18,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 # The quickstart sweep end to end (datasets, 8 Ray Tune trials, MLflow), then its table; open the UI with

@@ -1,5 +1,5 @@
 """The CPU-scale reproduction: all five tasks, vanilla vs AttentionTuner, 3 seeds, plus an annotation-fraction
-sweep on two tasks, in under 3 hours on a 2-core machine (docs/results.md has the run, its command and time).
+sweep and the RL baseline on two tasks, in under 3 hours on a 2-core machine (docs/results.md has the run, its command and time).
 
     attention-tuner sweep sweeps/cpu_reproduction.py
     attention-tuner report --sweep cpu_reproduction --out docs/results
@@ -32,9 +32,15 @@ only its length or the compute:
   Evaluation on 200 held-out seeds every 5 or 10 epochs and at the end.
 - Annotation fractions 0.1 and 0.01 (besides 1 = AttentionTuner and 0 = vanilla) on Mortar Mayhem and
   Mystery Path, two tasks where the pilots separated the methods and a trial is cheap.
+- The RL baseline (PPO with an LSTM, RLlib; attention_tuner.rl) on the same two Memory Gym tasks, the ones
+  Memory Gym's own papers train PPO on: 1,000,000 environment steps per trial (17x the expert steps in Mortar
+  Mayhem's 1,000 demonstrations, 45x Mystery Path's), about 25 minutes on one core; PPO's usual settings
+  (lr 3e-4, 16 environments, 2,048 steps per iteration, 4 epochs of minibatches of 512, entropy 0.01), an MLP
+  over the symbolic one-hot into an LSTM of 128, sequences of 64 steps (a whole Mortar Mayhem episode); success
+  measured on the same 200 held-out seeds every 50 iterations (about 100,000 steps). Needs the RLlib extra.
 """
 
-from attention_tuner.sweep import CPU_MODEL, METHODS, SweepSpec, main
+from attention_tuner.sweep import CPU_MODEL, METHODS, RL_BASELINE, SweepSpec, main
 
 TASKS = {  # in the order the trials run: the tasks that separate in the pilots first
     "MortarMayhem": {"task.name": "MortarMayhem", "task.kwargs": {"commands": 5}, "task.obs_mode": "symbolic",
@@ -47,17 +53,22 @@ TASKS = {  # in the order the trials run: the tasks that separate in the pilots 
 }
 FRACTION_TASKS = ("MortarMayhem", "MysteryPath")
 FRACTIONS = (0.1, 0.01)
+RL_TASKS = ("MortarMayhem", "MysteryPath")
+PPO = {**RL_BASELINE["ppo_lstm"], "rl.env_steps": 1_000_000, "rl.minibatch_size": 512, "eval.every": 50,
+       "checkpoint_every": 25}
 
 # One axis of named arms (task x method, plus the fraction arms), crossed with the seeds: the grid is not a
 # full product, because the fraction sweep runs on two tasks only.
 ARMS = {f"{task}-{method}": {**over, **METHODS[method]} for task, over in TASKS.items() for method in METHODS}
 ARMS.update({f"{task}-f{f:g}": {**TASKS[task], **METHODS["attention_tuner"], "data.annotation_fraction": f}
              for task in FRACTION_TASKS for f in FRACTIONS})
+ARMS.update({f"{task}-ppo_lstm": {**TASKS[task], **PPO} for task in RL_TASKS})
 
 SWEEP = SweepSpec(
     name="cpu_reproduction",
-    description="CPU-scale reproduction: five reduced tasks x {vanilla, AttentionTuner} x 3 seeds, and "
-                "annotation fractions 0.1 and 0.01 on Mortar Mayhem and Mystery Path.",
+    description="CPU-scale reproduction: five reduced tasks x {vanilla, AttentionTuner} x 3 seeds, "
+                "annotation fractions 0.1 and 0.01 on Mortar Mayhem and Mystery Path, and the RL baseline "
+                "(PPO with an LSTM, 1M environment steps) on the same two tasks.",
     base={**CPU_MODEL, "data.episodes": 1000, "eval.episodes": 200, "eval.num_envs": 50, "eval.every": 10,
           "checkpoint_every": 5},
     space={"arm": ARMS, "seed": [0, 1, 2]},

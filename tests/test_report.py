@@ -103,3 +103,28 @@ def test_verdicts_fraction_arms_and_a_report_written_elsewhere_with_notes(tmp_pa
     assert "![Success by task and method](results/success_by_task.png)" in text
     assert "| Hallway | 0.1 | 0.60 ± 0.10 | 2 |  |" in text and "| Hallway | 0.0 | 0.15 ± 0.05 | 2 |  |" in text
     assert "| Hallway | attention_tuner | 0.85 ± 0.05 | 2 |  |" in text  # task x method: fraction 1 only
+
+
+def test_the_rl_baseline_is_its_own_method_outside_the_fraction_table(tmp_path):
+    """PPO trials (params algorithm=ppo_lstm) are a third method in the task x method table and in their own
+    budget table; they are not vanilla (annotated fraction 0) in the fraction table or its plot."""
+    uri = make_store(tmp_path, [
+        ("Hallway", 10, 1.0, 0, 0.9, "FINISHED"), ("Hallway", 0, 1.0, 0, 0.1, "FINISHED"),
+        ("Hallway", 10, 0.1, 0, 0.5, "FINISHED"),
+    ])
+    exp = tracking.ensure_experiment(uri, "synthetic")
+    parent = tracking.find_run(uri, exp, {"sweep_id": "sweep-1"})
+    for seed, success in ((0, 0.3), (1, 0.5)):
+        run = tracking.child_run(uri, exp, parent, f"ppo-{seed}", "synthetic", {
+            "task.name": "Hallway", "algorithm": "ppo_lstm", "memory.weight": 10, "data.annotation_fraction": 1.0,
+            "seed": seed, "memory.heads": "[[0, 0]]"})
+        tracking.log_metrics(uri, run, {"eval/success_rate": success, "perf/env_steps": 2048.0 * 500,
+                                        "perf/train_s": 600.0}, 500)
+        tracking.finish(uri, run)
+    rows = load_rows(uri, experiment="synthetic")
+    assert sorted(r.method for r in rows) == ["attention_tuner", "attention_tuner", "ppo_lstm", "ppo_lstm", "vanilla"]
+    text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
+    assert "| Hallway | ppo_lstm | 0.40 ± 0.10 | 2 |  |" in text
+    assert "| Hallway | 0.0 | 0.10 ± 0.00 | 1 |  |" in text  # vanilla alone at fraction 0
+    assert "| ppo-1 | Hallway | 1 | finished | 1,024,000 | 10.0 | 0.50 |" in text
+    assert (tmp_path / "out" / "rl_curves.png").read_bytes()[:4] == b"\x89PNG"

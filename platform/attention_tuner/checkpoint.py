@@ -107,10 +107,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume from a checkpoint of another configuration (the epoch count may differ)."""
+    """Refuse to resume from a checkpoint of another configuration (the budget, epochs or environment steps,
+    may differ: a run can be extended)."""
     a, b = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
-    a.get("optim", {}).pop("epochs", None)
-    b.get("optim", {}).pop("epochs", None)
+    for section, budget in (("optim", "epochs"), ("rl", "env_steps")):
+        a.get(section, {}).pop(budget, None)
+        b.get(section, {}).pop(budget, None)
     if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
         diff = sorted(k for k in set(_flat(a)) | set(_flat(b)) if _flat(a).get(k) != _flat(b).get(k))
         raise CheckpointError(f"{resolve(path)}: saved by another configuration (differs in {', '.join(diff[:5])})")

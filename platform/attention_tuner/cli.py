@@ -131,6 +131,10 @@ def trial_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     need(args.actors is None or args.actors >= 0, f"--actors must be >= 0, got {args.actors}")
     cfg = trial_config(args)  # every value checked before anything starts
+    if cfg.algorithm == "ppo_lstm":
+        from attention_tuner.rl import require_rllib
+
+        require_rllib()
     out = check_output_folder(args.out or f"runs/{cfg.task.name}-{cfg.method}-seed{cfg.seed}", "--out")
     check_output_folder(args.data_root, "--data-root")
     from attention_tuner.trial import run_trial
@@ -139,11 +143,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def show(m: dict[str, float], epoch: int, _ckpt: Path | None) -> None:
         keys = ("train/action_loss", "train/memory_loss", "val/accuracy", "val/decision_accuracy",
-                "val/expert_attention_mass", "eval/success_rate", "perf/samples_per_s")
-        print(f"epoch {epoch:>4}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)
+                "val/expert_attention_mass", "train/episode_return_mean", "perf/env_steps", "eval/success_rate",
+                "perf/samples_per_s")
+        unit = "iteration" if cfg.algorithm == "ppo_lstm" else "epoch"
+        print(f"{unit} {epoch:>4}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)
 
     result = run_trial(cfg, out, args.data_root, report=show, actors=args.actors, progress=True)
-    print(f"run folder: {result['run_dir']} (checkpoint/, metrics.jsonl, attention.png, curves.png)")
+    pictures = "curves.png" if cfg.algorithm == "ppo_lstm" else "attention.png, curves.png"
+    print(f"run folder: {result['run_dir']} (checkpoint/, metrics.jsonl, {pictures})")
     return 0
 
 
@@ -151,19 +158,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     need(args.episodes >= 1, f"--episodes must be >= 1, got {args.episodes}")
     need(args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}")
     extra = parse_kwargs(args.kw)
-    from attention_tuner import checkpoint
+    from attention_tuner import checkpoint, rl
     from attention_tuner.config import check_task_kwargs
     from attention_tuner.evaluation import evaluate
     from attention_tuner.training import load_policy
 
     try:
-        model, cfg, _ = load_policy(args.checkpoint)
+        rl_baseline = checkpoint.load(args.checkpoint)["config"].get("algorithm") == "ppo_lstm"
+        if rl_baseline:
+            module, cfg = rl.load_module(args.checkpoint)
+        else:
+            model, cfg, _ = load_policy(args.checkpoint)
+    except rl.RLlibMissing:
+        raise
     except ConfigError as e:
         raise checkpoint.CheckpointError(
             f"{checkpoint.resolve(args.checkpoint)}: saved configuration is not valid here ({e})") from None
     kwargs = {**cfg.task.kwargs, **extra}
     check_task_kwargs(cfg.task.name, kwargs, "--kw")
-    res = evaluate(model, cfg.task.name, kwargs, args.episodes, args.num_envs)
+    if rl_baseline:
+        res = rl.evaluate(module, cfg, kwargs, args.episodes, args.num_envs)
+    else:
+        res = evaluate(model, cfg.task.name, kwargs, args.episodes, args.num_envs)
     print(json.dumps({"task": cfg.task.name, "kwargs": kwargs, **res}, indent=2))
     return 0
 

@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+# What a trial trains: the Transformer on demonstrations, or the RL baseline (rl.py) on reward alone.
+ALGORITHMS = ("transformer", "ppo_lstm")
+
 # Environment seeds at or above this are reserved for evaluation; training data never uses them.
 EVAL_SEED_BASE = 1_000_000_000
 
@@ -112,13 +115,57 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RLConfig:
+    """PPO with an LSTM (RLlib's new API stack) for trials with ``algorithm: ppo_lstm``: no demonstrations,
+    reward only. ``eval.every`` and ``checkpoint_every`` count PPO iterations for these trials."""
+
+    env_steps: int = 1_000_000
+    """Environment-step budget: training stops after the first iteration that reaches it."""
+    num_envs: int = 16
+    """Environments the in-process env runner steps together."""
+    rollout_steps: int = 2048
+    """Environment steps collected per PPO iteration (the train batch)."""
+    minibatch_size: int = 256
+    """Steps per SGD minibatch (cut into sequences of at most max_seq_len)."""
+    num_epochs: int = 4
+    """SGD passes over each train batch."""
+    lr: float = 3e-4
+    """Adam learning rate."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """Lambda of generalised advantage estimation."""
+    clip: float = 0.2
+    """PPO's clip range of the probability ratio."""
+    entropy_coeff: float = 0.01
+    """Weight of the entropy bonus."""
+    vf_coeff: float = 0.5
+    """Weight of the value-function loss."""
+    grad_clip: float = 0.5
+    """Clip the gradient norm to this value; 0 disables clipping."""
+    encoder: str = "auto"
+    """Observation encoder before the LSTM: mlp (the flattened symbolic one-hot through a hidden layer of
+    lstm_cell_size * 2 units; symbolic only), cnn (the Transformer's encoder convolutions), or auto (mlp for
+    symbolic observations, cnn for pixels)."""
+    lstm_cell_size: int = 128
+    """Hidden size of the LSTM."""
+    max_seq_len: int = 64
+    """Truncated backpropagation through time: sequence length (steps) of the train batch."""
+
+
+@dataclass(frozen=True)
 class TrialConfig:
+    algorithm: str = "transformer"
+    """transformer: behavioural cloning of the demonstrations (the vanilla Transformer when memory.weight is 0,
+    else AttentionTuner); ppo_lstm: PPO with an LSTM from reward alone (RLlib; pip install .[rllib])."""
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    """Settings of algorithm ppo_lstm (unused by the Transformer)."""
     seed: int = 0
     """Seed of model initialisation, data order, annotation subset and noise."""
     device: str = "auto"
@@ -128,6 +175,9 @@ class TrialConfig:
 
     @property
     def method(self) -> str:
+        """vanilla, attention_tuner or ppo_lstm: what the reports compare."""
+        if self.algorithm == "ppo_lstm":
+            return "ppo_lstm"
         return "attention_tuner" if self.memory.weight > 0 and self.data.annotation_fraction > 0 else "vanilla"
 
 
@@ -414,6 +464,22 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     need(cfg.eval.episodes >= 0, f"eval.episodes must be >= 0, got {cfg.eval.episodes}")
     need(cfg.eval.every >= 1, f"eval.every must be >= 1, got {cfg.eval.every}")
     need(cfg.eval.num_envs >= 1, f"eval.num_envs must be >= 1, got {cfg.eval.num_envs}")
+    need(cfg.algorithm in ALGORITHMS, f"algorithm must be one of {', '.join(ALGORITHMS)}, got {cfg.algorithm!r}")
+    rl = cfg.rl
+    for name in ("env_steps", "num_envs", "rollout_steps", "minibatch_size", "num_epochs", "lstm_cell_size",
+                 "max_seq_len"):
+        need(getattr(rl, name) >= 1, f"rl.{name} must be >= 1, got {getattr(rl, name)}")
+    need(rl.minibatch_size <= rl.rollout_steps,
+         f"rl.minibatch_size ({rl.minibatch_size}) must be at most rl.rollout_steps ({rl.rollout_steps})")
+    need(rl.encoder in ("auto", "mlp", "cnn"), f"rl.encoder must be auto, mlp or cnn, got {rl.encoder!r}")
+    need(not (rl.encoder == "mlp" and cfg.task.obs_mode == "pixels"),
+         "rl.encoder mlp needs task.obs_mode symbolic (use cnn or auto for pixels)")
+    need(rl.lr > 0, f"rl.lr must be > 0, got {rl.lr}")
+    need(0 < rl.gamma <= 1, f"rl.gamma must be in (0, 1], got {rl.gamma}")
+    need(0 <= rl.gae_lambda <= 1, f"rl.gae_lambda must be in [0, 1], got {rl.gae_lambda}")
+    need(rl.clip > 0, f"rl.clip must be > 0, got {rl.clip}")
+    for name in ("entropy_coeff", "vf_coeff", "grad_clip"):
+        need(getattr(rl, name) >= 0, f"rl.{name} must be >= 0, got {getattr(rl, name)}")
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")

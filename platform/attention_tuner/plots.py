@@ -79,3 +79,19 @@ def learning_curves(history: list[dict[str, float]], path: str | Path, title: st
     ax2.legend(fontsize=8)
     fig.suptitle(title)
     return save_png(fig, Path(path))
+
+
+def rl_learning_curves(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """The RL baseline: training return and closed-loop success against environment steps."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((ax1, "train/episode_return_mean", "mean return of training episodes"),
+                           (ax2, "eval/success_rate", "success rate (held-out seeds, greedy)")):
+        pts = [(h["perf/env_steps"], h[key]) for h in history if key in h and "perf/env_steps" in h]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), "o-" if key.startswith("eval/") else "-", label=key)
+        ax.set_xlabel("environment steps")
+        ax.set_title(label)
+        ax.legend(fontsize=8)
+    ax2.set_ylim(-0.02, 1.02)
+    fig.suptitle(title)
+    return save_png(fig, Path(path))

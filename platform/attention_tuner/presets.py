@@ -7,6 +7,10 @@ from typing import Any
 # The two methods: AttentionTuner is the default config (memory loss weight 10 on layer 0, head 0).
 METHODS: dict[str, dict[str, Any]] = {"vanilla": {"memory.weight": 0.0}, "attention_tuner": {}}
 
+# The RL baseline (attention_tuner.rl): PPO with an LSTM from reward alone, no demonstrations. Needs the
+# RLlib extra (pip install '.[rllib]'). Add it to a sweep's method axis: {**METHODS, **RL_BASELINE}.
+RL_BASELINE: dict[str, dict[str, Any]] = {"ppo_lstm": {"algorithm": "ppo_lstm"}}
+
 # The paper's settings (../shared/spec/method.md); needs a GPU.
 PAPER_MODEL: dict[str, Any] = {
     "model.d_model": 512, "model.n_layers": 4, "model.n_heads": 2, "model.d_ff": 2048, "model.dropout": 0.1,

@@ -38,6 +38,9 @@ class TrialRow:
 
 
 def method_of(params: dict[str, str]) -> str:
+    """vanilla, attention_tuner or ppo_lstm, from a trial run's params (as TrialConfig.method)."""
+    if params.get("algorithm") == "ppo_lstm":
+        return "ppo_lstm"
     weight = float(params.get("memory.weight", "0"))
     fraction = float(params.get("data.annotation_fraction", "1"))
     return "attention_tuner" if weight > 0 and fraction > 0 else "vanilla"
@@ -49,8 +52,30 @@ def annotated_fraction(params: dict[str, str]) -> float:
 
 
 def main_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The trials of the main comparison: vanilla and fully annotated AttentionTuner (not the fraction arms)."""
+    """The trials of the main comparison: vanilla, fully annotated AttentionTuner and the RL baseline (not
+    the fraction arms)."""
     return [r for r in rows if r.fraction in (0.0, 1.0)]
+
+
+def demonstration_rows(rows: list[TrialRow]) -> list[TrialRow]:
+    """The Transformer trials (vanilla and AttentionTuner), trained on demonstrations: not the RL baseline."""
+    return [r for r in rows if r.method != "ppo_lstm"]
+
+
+def rl_table(rows: list[TrialRow]) -> str:
+    """The RL baseline's trials with their budgets: environment steps and wall time of training."""
+    ppo = sorted((r for r in rows if r.method == "ppo_lstm"), key=lambda r: (r.task, r.seed))
+    lines = ["### RL baseline: PPO with an LSTM (RLlib), from reward alone", "",
+             "No demonstrations: the budget is environment steps. Success is measured as for the Transformer "
+             "(greedy, the same held-out seeds).", "",
+             "| trial | task | seed | status | environment steps | training wall time (min) | success rate |",
+             "|---|---|---|---|---|---|---|"]
+    for r in ppo:
+        steps, wall, s = r.metrics.get("perf/env_steps"), r.metrics.get("perf/train_s"), r.success
+        lines.append(f"| {r.name} | {r.task} | {r.seed} | {r.status.lower()} | "
+                     f"{'' if steps is None else f'{steps:,.0f}'} | {'' if wall is None else f'{wall / 60:.1f}'} | "
+                     f"{'' if s is None else f'{s:.2f}'} |")
+    return "\n".join(lines)
 
 
 def verdicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
@@ -220,7 +245,8 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
     tables = [("task_method", ("task", "method"), "Success rate by task and method", main)]
     if len({r.fraction for r in rows if r.method == "attention_tuner"}) > 1:
         tables.append(("fraction", ("task", "fraction"), "Success rate by annotated fraction (0: vanilla)",
-                       [r for r in rows if any(r.task == o.task and 0 < o.fraction < 1 for o in rows)]))
+                       [r for r in demonstration_rows(rows)
+                        if any(r.task == o.task and 0 < o.fraction < 1 for o in rows)]))
     if len({r.heads for r in rows if r.method == "attention_tuner"}) > 1:
         tables.append(("heads", ("task", "heads"), "Success rate by supervised (layer, head)", rows))
     if len({r.noise for r in rows}) > 1:
@@ -229,6 +255,8 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
         groups = aggregate(subset, keys)
         sections += [markdown_table(groups, keys, title), ""]
         write_csv(groups, keys, folder / f"{name}.csv")
+    if any(r.method == "ppo_lstm" for r in rows):
+        sections += [rl_table(rows), ""]
     for title, png in report_plots.all_plots(uri, rows, folder):
         sections += [f"### {title}", "", f"![{title}]({(link / png.name).as_posix()})", ""]
     sections += ["### Trials", "", "| trial | task | method | fraction | seed | status | success rate "

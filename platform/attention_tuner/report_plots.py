@@ -16,15 +16,22 @@ import numpy as np  # noqa: E402
 from attention_tuner import tracking  # noqa: E402
 from attention_tuner.demos import atomic_target  # noqa: E402
 from attention_tuner.plots import save_png  # noqa: E402
-from attention_tuner.report import METRIC, TrialRow, aggregate, copy_artifact, main_rows  # noqa: E402
+from attention_tuner.report import (  # noqa: E402
+    METRIC,
+    TrialRow,
+    aggregate,
+    copy_artifact,
+    demonstration_rows,
+    main_rows,
+)
 
-COLOURS = {"vanilla": "#888888", "attention_tuner": "#d62728"}
+COLOURS = {"vanilla": "#888888", "attention_tuner": "#d62728", "ppo_lstm": "#1f77b4"}
 
 
 def success_by_task(rows: list[TrialRow], path: Path) -> Path:
     groups = aggregate(rows, ("task", "method"))
     tasks = sorted({g["task"] for g in groups})
-    methods = [m for m in ("vanilla", "attention_tuner") if any(g["method"] == m for g in groups)]
+    methods = [m for m in COLOURS if any(g["method"] == m for g in groups)]
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 4))
     width = 0.8 / max(len(methods), 1)
     for i, m in enumerate(methods):
@@ -130,18 +137,45 @@ def copy_atomically(uri: str, run_id: str, name: str, dest: Path) -> Path | None
     return dest
 
 
+def rl_curves(uri: str, rows: list[TrialRow], path: Path) -> Path:
+    """The RL baseline: closed-loop success against environment steps, one line per trial."""
+    c = tracking.client(uri)
+    tasks = sorted({r.task for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in (r for r in rows if r.task == task):
+            steps = {m.step: m.value for m in tracking.retry(lambda r=r: c.get_metric_history(r.run_id, "perf/env_steps"))}
+            hist = tracking.retry(lambda r=r: c.get_metric_history(r.run_id, METRIC))
+            pts = sorted((steps[m.step], m.value) for m in hist if m.step in steps)
+            if pts:
+                ax.plot(*zip(*pts, strict=True), color=COLOURS["ppo_lstm"], alpha=0.8, marker=".",
+                        label=f"seed {r.seed}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("success rate")
+        ax.set_title(task)
+        ax.legend(fontsize=7)
+    fig.suptitle("RL baseline (PPO with an LSTM): closed-loop success on held-out seeds")
+    return save_png(fig, path)
+
+
 def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, Path]]:
-    main = main_rows(rows)  # vanilla and fully annotated AttentionTuner; the fraction arms get their own plot
+    main = main_rows(rows)  # vanilla, fully annotated AttentionTuner and PPO; the fraction arms get their own plot
+    transformer = demonstration_rows(main)  # their curves count epochs; PPO's count environment steps
     out = [("Success by task and method", success_by_task(main, folder / "success_by_task.png")),
-           ("Learning curves", learning_curves(uri, main, folder / "learning_curves.png"))]
+           ("Learning curves", learning_curves(uri, transformer, folder / "learning_curves.png"))]
+    ppo = [r for r in main if r.method == "ppo_lstm"]
+    if ppo:
+        out.append(("RL baseline: learning curves", rl_curves(uri, ppo, folder / "rl_curves.png")))
     partial = {r.task for r in rows if 0 < r.fraction < 1}
     if partial:
         out.append(("Success against annotated fraction",
-                    success_by_fraction([r for r in rows if r.task in partial], folder / "fraction.png")))
+                    success_by_fraction([r for r in demonstration_rows(rows) if r.task in partial],
+                                        folder / "fraction.png")))
     if len({r.heads for r in rows if r.method == "attention_tuner"}) > 2:
         out.append(("Layer x head ablation", heads_grid(rows, folder / "heads_grid.png")))
-    for task in sorted({r.task for r in main}):
-        done = sorted((r for r in main if r.task == task and r.success is not None), key=lambda r: r.success)
+    for task in sorted({r.task for r in transformer}):
+        done = sorted((r for r in transformer if r.task == task and r.success is not None), key=lambda r: r.success)
         for label, r in (("worst", done[0]), ("best", done[-1])) if done else ():
             dest = folder / f"attention_{task}_{label}.png"
             if copy_atomically(uri, r.run_id, "attention.png", dest):

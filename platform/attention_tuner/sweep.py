@@ -31,7 +31,13 @@ from attention_tuner.config import (
     flatten,
     to_dict,
 )
-from attention_tuner.presets import CPU_MODEL, METHODS, PAPER_MODEL, PAPER_TASKS  # noqa: F401  (for sweep files)
+from attention_tuner.presets import (  # noqa: F401  (for sweep files)
+    CPU_MODEL,
+    METHODS,
+    PAPER_MODEL,
+    PAPER_TASKS,
+    RL_BASELINE,
+)
 from attention_tuner.report import mean_se
 
 
@@ -166,6 +172,8 @@ def datasets_needed(ts: list[Trial]) -> list[tuple[str, dict[str, Any], int, int
     seen: dict[str, tuple[str, dict[str, Any], int, int]] = {}
     for t in ts:
         c = t.config
+        if c.algorithm != "transformer":  # the RL baseline learns from reward alone
+            continue
         item = (c.task.name, dict(c.task.kwargs), c.data.episodes, c.data.seed)
         seen.setdefault(json.dumps(item, sort_keys=True), item)
     return list(seen.values())
@@ -181,7 +189,7 @@ def cost(ts: list[Trial]) -> dict[str, float]:
 
     lengths: dict[str, float] = {}
     flops = 0.0
-    for t in ts:
+    for t in (t for t in ts if t.config.algorithm == "transformer"):  # the RL baseline's budget is env steps
         c = t.config
         key = json.dumps([c.task.name, c.task.kwargs], sort_keys=True)
         if key not in lengths:
@@ -199,8 +207,10 @@ def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
         lines.append(spec.description)
     for t in ts:
         c = t.config
-        lines.append(f"  {t.key:<48} task={c.task.name}{c.task.kwargs or ''} method={c.method} "
-                     f"f={c.data.annotation_fraction} seed={c.seed} epochs={c.optim.epochs}")
+        budget = (f"env_steps={c.rl.env_steps:,}" if c.algorithm == "ppo_lstm" else
+                  f"f={c.data.annotation_fraction} epochs={c.optim.epochs}")
+        lines.append(f"  {t.key:<48} task={c.task.name}{c.task.kwargs or ''} method={c.method} seed={c.seed} "
+                     + budget)
     lines.append("datasets (generated once each, reused when present):")
     for task, kwargs, n, seed in datasets_needed(ts):
         lines.append(f"  {task} {kwargs} episodes={n} seeds from {seed}")
@@ -208,6 +218,10 @@ def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
     lines.append(f"cost estimate: {est['pflop']:.3g} PFLOP of training (6 x params x tokens); about "
                  f"{est['cpu_hours']:.3g} h at 20 GFLOP/s (a 2-core CPU), {est['gpu_hours'] * 60:.3g} min at "
                  "100 TFLOP/s (one H100, bf16); evaluation not included")
+    rl_trials = [t.config for t in ts if t.config.algorithm == "ppo_lstm"]
+    if rl_trials:
+        lines.append(f"RL baseline (ppo_lstm): {len(rl_trials)} trials, {sum(c.rl.env_steps for c in rl_trials):,} "
+                     "environment steps in all (not in the estimate above)")
     return "\n".join(lines)
 
 
@@ -240,10 +254,11 @@ def trainable(params: dict[str, Any]) -> None:
         result = run_trial(cfg, run_dir, ctx["data_root"], report=report)
         for art in result["artifacts"]:
             tracking.log_artifact(uri, run_id, art)
-        tracking.log_artifact(uri, run_id, run_dir / "checkpoint" / "checkpoint.pt", "checkpoint")
-        manifest = run_dir / "dataset_manifest.json"
-        demos.atomic_write_bytes(manifest, json.dumps(result["manifest"], indent=2).encode())
-        tracking.log_artifact(uri, run_id, manifest)
+        tracking.log_artifact(uri, run_id, result["checkpoint"], "checkpoint")
+        if result["manifest"] is not None:  # the RL baseline learns from no dataset
+            manifest = run_dir / "dataset_manifest.json"
+            demos.atomic_write_bytes(manifest, json.dumps(result["manifest"], indent=2).encode())
+            tracking.log_artifact(uri, run_id, manifest)
         tracking.finish(uri, run_id)
     except Exception:
         tracking.finish(uri, run_id, "FAILED")
@@ -293,6 +308,10 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     """Generate the datasets, run the trials with Ray Tune, return one row per trial."""
     # Everything a user can get wrong is checked before anything is imported, created or started.
     ts = trials(spec, extra)
+    if any(t.config.algorithm == "ppo_lstm" for t in ts):
+        from attention_tuner.rl import require_rllib
+
+        require_rllib()
     uri = tracking.resolve_uri(tracking_uri)
     root = storage_root(storage)
     latest = root / f"{spec.name}.latest"

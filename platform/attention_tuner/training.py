@@ -144,7 +144,8 @@ def train(
     ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
     if resume and ckpt_dir is not None and checkpoint.resolve(ckpt_dir).is_file():
         state = checkpoint.load(ckpt_dir, map_location=device)
-        checkpoint.check_compatible(state["config"], to_dict(cfg), ckpt_dir)
+        saved = to_dict(build(TrialConfig, state["config"]))  # fields added since it was saved: their defaults
+        checkpoint.check_compatible(saved, to_dict(cfg), ckpt_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())

@@ -1,5 +1,8 @@
 """One trial end to end: find or generate its dataset, train, write its artifacts. Used by the CLI and sweeps.
 
+The RL baseline (``algorithm: ppo_lstm``, attention_tuner.rl) runs through the same function without a
+dataset, so the CLI and sweeps treat both alike.
+
 A trial directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoint/`` and the
 pictures (``attention.png``, ``curves.png``). Running it again resumes from the checkpoint.
 """
@@ -13,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from attention_tuner import datasets, demos, plots, training
+from attention_tuner import checkpoint, datasets, demos, plots, training
 from attention_tuner.config import TrialConfig, supervised_heads, to_dict
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
@@ -33,10 +36,12 @@ def run_trial(
     actors: int | None = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
+    """Train ``cfg`` in ``run_dir``: the Transformer on its dataset (generated under ``data_root`` when missing),
+    or the RL baseline (algorithm ppo_lstm, no dataset). Returns the final metrics, the artifacts to keep (the
+    pictures, the final checkpoint) and the dataset manifest (None for the RL baseline)."""
     run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
     demos.atomic_write_bytes(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
-    data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress))
     metrics_file = run / "metrics.jsonl"
 
     def log(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
@@ -45,9 +50,21 @@ def run_trial(
         if report is not None:
             report(metrics, epoch, ckpt)
 
+    checkpoint_file = run / "checkpoint" / "checkpoint.pt"
+    if cfg.algorithm == "ppo_lstm":
+        from attention_tuner import rl
+
+        final = rl.train(cfg, run, report=log)
+        history = checkpoint.load(checkpoint_file)["history"]
+        title = f"{cfg.task.name} (PPO with an LSTM, seed {cfg.seed})"
+        artifacts = [plots.rl_learning_curves(history, run / "curves.png", title)]
+        return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "checkpoint": checkpoint_file,
+                "manifest": None}
+    data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress))
     final = training.train(cfg, data, run, report=log)
     artifacts = write_pictures(run, data)
-    return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "manifest": data.manifest}
+    return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "checkpoint": checkpoint_file,
+            "manifest": data.manifest}
 
 
 def all_heads(model: AttentionTuner) -> AttentionTuner:
