@@ -88,10 +88,9 @@ def rl_learning_curves(history: list[dict[str, float]], path: str | Path, title:
                            (ax2, "eval/success_rate", "success rate (held-out seeds, greedy)")):
         pts = [(h["perf/env_steps"], h[key]) for h in history if key in h and "perf/env_steps" in h]
         if pts:
-            ax.plot(*zip(*pts, strict=True), "o-" if key.startswith("eval/") else "-", label=key)
+            ax.plot(*zip(*pts, strict=True), "o-" if key.startswith("eval/") else "-")
         ax.set_xlabel("environment steps")
         ax.set_title(label)
-        ax.legend(fontsize=8)
     ax2.set_ylim(-0.02, 1.02)
     fig.suptitle(title)
     return save_png(fig, Path(path))
