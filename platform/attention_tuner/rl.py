@@ -39,6 +39,7 @@ from attention_tuner import checkpoint
 from attention_tuner.config import ConfigError, TrialConfig, build, to_dict
 from attention_tuner.datasets import eval_seeds
 from attention_tuner.model import N_COLORS, N_OBJECTS, N_STATES
+from attention_tuner.training import pick_device
 
 Report = Callable[[dict[str, float], int, Path | None], None]
 INSTALL_HINT = "pip install 'attention-tuner[rllib]'"
@@ -121,14 +122,15 @@ CONV_FILTERS = {
 
 
 def ppo_config(cfg: TrialConfig) -> Any:
-    """RLlib's PPOConfig for the trial: new API stack, CNN -> LSTM, everything in this process."""
+    """RLlib's PPOConfig for the trial: new API stack, encoder -> LSTM -> policy and value heads, the env
+    runner and the learner in this process (on the trial's device)."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.tune.registry import register_env
 
     register_env(ENV_NAME, make_env)
     rl = cfg.rl
-    device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    device = pick_device(cfg.device).type
     return (
         PPOConfig()
         .environment(ENV_NAME, env_config={"task": cfg.task.name, "kwargs": dict(cfg.task.kwargs),
