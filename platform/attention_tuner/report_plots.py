@@ -102,23 +102,29 @@ def heads_grid(rows: list[TrialRow], path: Path) -> Path:
     return save_png(fig, path)
 
 
-def learning_curves(uri: str, rows: list[TrialRow], path: Path) -> Path:
+def learning_curves(uri: str, rows: list[TrialRow], path: Path, x_metric: str | None = None,
+                    title: str = "Learning curves: closed-loop success on held-out seeds") -> Path:
+    """Success against the epoch (the metrics' step), or against ``x_metric`` logged at the same steps
+    (the RL baseline: perf/env_steps); one line per trial, one panel per task."""
     c = tracking.client(uri)
     tasks = sorted({r.task for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for r in (r for r in rows if r.task == task):
             hist = tracking.retry(lambda r=r: c.get_metric_history(r.run_id, METRIC))
-            pts = sorted((m.step, m.value) for m in hist)
+            x = {m.step: m.step for m in hist}
+            if x_metric:
+                x = {m.step: m.value for m in tracking.retry(lambda r=r: c.get_metric_history(r.run_id, x_metric))}
+            pts = sorted((x[m.step], m.value) for m in hist if m.step in x)
             if pts:
                 ax.plot(*zip(*pts, strict=True), color=COLOURS.get(r.method), alpha=0.8, marker=".",
                         label=f"{r.method.replace('_', ' ')} seed {r.seed}")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x_metric.split("/")[-1].replace("_", " ") if x_metric else "epoch")
         ax.set_ylabel("success rate")
         ax.set_title(task)
         ax.legend(fontsize=7)
-    fig.suptitle("Learning curves: closed-loop success on held-out seeds")
+    fig.suptitle(title)
     return save_png(fig, path)
 
 
@@ -137,28 +143,6 @@ def copy_atomically(uri: str, run_id: str, name: str, dest: Path) -> Path | None
     return dest
 
 
-def rl_curves(uri: str, rows: list[TrialRow], path: Path) -> Path:
-    """The RL baseline: closed-loop success against environment steps, one line per trial."""
-    c = tracking.client(uri)
-    tasks = sorted({r.task for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for r in (r for r in rows if r.task == task):
-            steps = {m.step: m.value for m in tracking.retry(lambda r=r: c.get_metric_history(r.run_id, "perf/env_steps"))}
-            hist = tracking.retry(lambda r=r: c.get_metric_history(r.run_id, METRIC))
-            pts = sorted((steps[m.step], m.value) for m in hist if m.step in steps)
-            if pts:
-                ax.plot(*zip(*pts, strict=True), color=COLOURS["ppo_lstm"], alpha=0.8, marker=".",
-                        label=f"seed {r.seed}")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("success rate")
-        ax.set_title(task)
-        ax.legend(fontsize=7)
-    fig.suptitle("RL baseline (PPO with an LSTM): closed-loop success on held-out seeds")
-    return save_png(fig, path)
-
-
 def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, Path]]:
     main = main_rows(rows)  # vanilla, fully annotated AttentionTuner and PPO; the fraction arms get their own plot
     transformer = demonstration_rows(main)  # their curves count epochs; PPO's count environment steps
@@ -166,7 +150,9 @@ def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, P
            ("Learning curves", learning_curves(uri, transformer, folder / "learning_curves.png"))]
     ppo = [r for r in main if r.method == "ppo_lstm"]
     if ppo:
-        out.append(("RL baseline: learning curves", rl_curves(uri, ppo, folder / "rl_curves.png")))
+        out.append(("RL baseline: learning curves", learning_curves(
+            uri, ppo, folder / "rl_curves.png", x_metric="perf/env_steps",
+            title="RL baseline (PPO with an LSTM): closed-loop success on held-out seeds")))
     partial = {r.task for r in rows if 0 < r.fraction < 1}
     if partial:
         out.append(("Success against annotated fraction",

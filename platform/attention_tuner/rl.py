@@ -37,8 +37,9 @@ import torch
 import memory_tasks
 from attention_tuner import checkpoint
 from attention_tuner.config import ConfigError, TrialConfig, build, to_dict
-from attention_tuner.datasets import eval_seeds
+from attention_tuner.evaluation import closed_loop
 from attention_tuner.model import N_COLORS, N_OBJECTS, N_STATES
+from attention_tuner.observations import ObservationEncoder
 from attention_tuner.training import pick_device
 
 Report = Callable[[dict[str, float], int, Path | None], None]
@@ -155,62 +156,33 @@ def ppo_config(cfg: TrialConfig) -> Any:
 # ---------------------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
+class RecurrentPolicy:
+    """The PPO module acting greedily, its LSTM state carried per environment (evaluation.BatchPolicy)."""
+
+    def __init__(self, module: Any, cfg: TrialConfig):
+        self.module, self.obs_mode, self.flat = module, cfg.task.obs_mode, encoder_of(cfg) == "mlp"
+        self.encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode)  # codes -> the env's own obs
+        self.zero = module.get_initial_state()  # {h, c}: (layers, hidden) each
+
+    def start(self, n: int, max_steps: int | None) -> None:
+        self.state = {k: v[None].repeat(n, *([1] * v.dim())) for k, v in self.zero.items()}  # (n, layers, H)
+
+    def act(self, codes: np.ndarray) -> list[int]:
+        x = torch.from_numpy(policy_obs(self.encode(codes).numpy(), self.obs_mode, self.flat))[:, None]  # (n, 1, ..)
+        out = self.module.forward_inference({"obs": x, "state_in": self.state})
+        self.state = out["state_out"]
+        return out["action_dist_inputs"][:, 0].argmax(-1).tolist()
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.state = {k: v.index_select(0, rows) for k, v in self.state.items()}
+
+
 def evaluate(module: Any, cfg: TrialConfig, kwargs: dict[str, Any], episodes: int, num_envs: int = 32,
              seed_offset: int = 0) -> dict[str, float]:
     """Success rate, mean return and length of the greedy recurrent policy of trial ``cfg`` on the held-out
-    seeds, the task built with ``kwargs``: the same seeds and keys as ``attention_tuner.evaluation.evaluate``,
-    environments stepped in one batch."""
-    if episodes <= 0:
-        return {}
-    task, obs_mode, flat = cfg.task.name, cfg.task.obs_mode, encoder_of(cfg) == "mlp"
-    seeds = eval_seeds(episodes, seed_offset)
-    envs = [memory_tasks.make(task, obs_mode=obs_mode, **kwargs) for _ in range(min(num_envs, episodes))]
-    zero = {k: v for k, v in module.get_initial_state().items()}  # (layers, hidden) each
-    success: list[bool] = []
-    returns: list[float] = []
-    lengths: list[int] = []
-    start, steps = time.perf_counter(), 0
-    for wave in range(0, episodes, len(envs)):
-        wave_seeds = seeds[wave : wave + len(envs)]
-        obs = [envs[i].reset(seed=s)[0] for i, s in enumerate(wave_seeds)]
-        active = list(range(len(wave_seeds)))
-        state = {k: v[None].repeat(len(active), *([1] * v.dim())) for k, v in zero.items()}  # (B, layers, H)
-        ret = [0.0] * len(wave_seeds)
-        t = 0
-        while active:
-            x = torch.from_numpy(policy_obs(np.stack([obs[i] for i in active]), obs_mode, flat))[:, None]  # (B, 1, ..)
-            out = module.forward_inference({"obs": x, "state_in": state})
-            actions = out["action_dist_inputs"][:, 0].argmax(-1).tolist()  # greedy
-            state = out["state_out"]
-            keep = []
-            t += 1
-            for row, (i, action) in enumerate(zip(active, actions, strict=True)):
-                obs[i], r, term, trunc, info = envs[i].step(action)
-                ret[i] += float(r)
-                if term or trunc:
-                    success.append(bool(info.get("success", False)))
-                    returns.append(ret[i])
-                    lengths.append(t)
-                else:
-                    keep.append(row)
-            steps += len(active)
-            if len(keep) < len(active):
-                rows = torch.tensor(keep, dtype=torch.long)
-                state = {k: v.index_select(0, rows) for k, v in state.items()}
-                active = [active[r] for r in keep]
-    for env in envs:
-        env.close()
-    elapsed = time.perf_counter() - start
-    return {
-        "success_rate": float(np.mean(success)),
-        "success_stderr": float(np.std(success) / np.sqrt(len(success))),
-        "mean_return": float(np.mean(returns)),
-        "mean_length": float(np.mean(lengths)),
-        "episodes": float(len(success)),
-        "episodes_per_s": len(success) / elapsed,
-        "steps_per_s": steps / elapsed,
-    }
+    seeds, the task built with ``kwargs``: the same loop, seeds and keys as the Transformer's evaluation."""
+    with torch.no_grad():
+        return closed_loop(RecurrentPolicy(module, cfg), cfg.task.name, kwargs, episodes, num_envs, seed_offset)
 
 
 def load_module(path: str | Path) -> tuple[Any, TrialConfig]:
