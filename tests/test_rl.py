@@ -59,6 +59,17 @@ def test_the_policy_sees_the_transformers_one_hot():
     assert rl.policy_obs(pixels, "pixels").max() == 1.0
 
 
+def test_the_core_never_imports_rllib():
+    """Configuration, sweeps, the CLI, reports and this module itself import without RLlib: it is loaded only
+    when a ppo_lstm trial runs."""
+    import subprocess
+
+    code = ("import sys; import attention_tuner.rl, attention_tuner.sweep, attention_tuner.cli, "
+            "attention_tuner.report, attention_tuner.trial; print('ray.rllib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+
+
 def test_method_and_encoder_follow_the_configuration():
     cfg = config()
     assert cfg.method == "ppo_lstm" and rl.encoder_of(cfg) == "mlp"
