@@ -51,12 +51,18 @@ def test_a_broken_cluster_yaml_is_rejected():
         validate_config(prepare_config(cfg))
 
 
+GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A free port above Ray's default worker port range (10002-19999)."""
+    """A free port above Ray's default worker port range (10002-19999), never one given before."""
     import random
 
     while True:
         port = random.randint(40000, 60000)
+        if port in GIVEN:
+            continue
+        GIVEN.add(port)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -71,10 +77,16 @@ def test_ray_job_submit_of_a_tiny_sweep_to_a_local_head(tmp_path):
            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_port(), free_port()
+    # Every port Ray would otherwise take at its default: another Ray on this machine (a sweep running beside
+    # the tests) already holds them, and a head whose job agent cannot bind 52365 answers every submission
+    # with "No available agent".
+    ports = [f"--{name}-port={free_port()}" for name in (
+        "dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent", "metrics-export", "ray-client-server",
+        "node-manager", "object-manager")]
     temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must stay < 108 chars
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", f"--temp-dir={temp}", "--include-dashboard=true"],
+         f"--dashboard-port={dash}", f"--temp-dir={temp}", "--include-dashboard=true", *ports],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
     try:
