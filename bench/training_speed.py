@@ -36,7 +36,7 @@ import torch
 
 from attention_tuner import datasets, demos
 from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
-from attention_tuner.evaluation import evaluate
+from attention_tuner.evaluation import EncodingMemo, TransformerPolicy, closed_loop, evaluate
 from attention_tuner.model import AttentionTuner
 from attention_tuner.training import Stepper, build_model, n_actions_of
 from naive_reference import NaiveAttentionTuner, max_episode_len, pad_batch
@@ -209,15 +209,20 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
 # ----------------------------------------------------------------------------------------- evaluation
 
 
+REPLAY_HIT_RATES: list[float] = []  # EncodingMemo hit rate of each replay_cached call
+
+
 def replay_cached(model: AttentionTuner, episodes: list[Episode], num_envs: int) -> float:
     """Decode recorded episodes with the key/value cache, num_envs at a time; returns the seconds taken.
 
     Teacher-forced like ``naive_reference.replay``; finished episodes leave the batch as in ``evaluate``
-    (inference mode, a cache allocated once for the longest episode, the greedy actions read back once a step).
+    (inference mode, a cache allocated once for the longest episode, each distinct observation encoded once, the
+    greedy actions read back once a step).
     """
     was_training = model.training
     model.eval()
     start = time.perf_counter()
+    memo = EncodingMemo(lambda codes: model.encode_step(cache, torch.from_numpy(codes)))
     with torch.inference_mode():
         for w in range(0, len(episodes), num_envs):
             wave = sorted(episodes[w : w + num_envs], key=lambda e: -len(e[1]))  # longest first: active = prefix
@@ -229,10 +234,11 @@ def replay_cached(model: AttentionTuner, episodes: list[Episode], num_envs: int)
                 if n < cache.batch_size:
                     cache.select(torch.arange(n))
                     prev = None if prev is None else prev[:n]
-                obs = torch.from_numpy(np.stack([o[t] for o, _ in wave[:n]]))
-                model.step(cache, obs, prev).argmax(-1).tolist()
+                obs = np.stack([o[t] for o, _ in wave[:n]])
+                model.step_embedded(cache, memo(obs), prev).argmax(-1).tolist()
                 prev = torch.from_numpy(np.array([a[t] for _, a in wave[:n]]))
     model.train(was_training)
+    REPLAY_HIT_RATES.append(memo.hit_rate)
     return time.perf_counter() - start
 
 
@@ -281,8 +287,13 @@ def eval_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) -
         rates[name] = counts[name] / t
         rows.append(["replay of expert episodes", name, str(counts[name]), f"{n_steps / counts[name]:.1f}",
                      f"{rates[name]:,.2f}", f"{n_steps / t:,.0f}", f"{rates[name] / rates['naive']:.1f}x"])
+    with torch.inference_mode():  # how often ours found an observation's encoding in its memo (not timed)
+        policy = TransformerPolicy(ours, TASK)
+        closed_loop(policy, TASK, kwargs, N, N)
     title = (f"### Evaluation, {size} size ({TASK}-{args.length}, at most {max_episode_len(TASK, kwargs)} "
-             f"steps), median of {args.eval_repeats}; closed loop plays the same held-out seeds in every row\n")
+             f"steps), median of {args.eval_repeats}; closed loop plays the same held-out seeds in every row; "
+             f"observations whose encoding ours reused: {policy.memo.hit_rate:.1%} in the closed loop "
+             f"({N} episodes), {REPLAY_HIT_RATES[-1]:.1%} in the replay ({N} episodes)\n")
     return title + "\n" + rows_table(header, rows) + "\n"
 
 

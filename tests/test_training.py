@@ -9,7 +9,7 @@ import torch
 import memory_tasks
 from attention_tuner import checkpoint, datasets, demos, training
 from attention_tuner.config import TrialConfig, apply_overrides, build
-from attention_tuner.evaluation import evaluate
+from attention_tuner.evaluation import EncodingMemo, TransformerPolicy, closed_loop, evaluate
 from attention_tuner.observations import ObservationEncoder
 
 TINY = {
@@ -152,3 +152,60 @@ def test_incremental_decoding_equals_the_full_pass_on_every_task(task):
         step = model.step(cache, obs[:, t], prev)
         torch.testing.assert_close(step, full[:, t], rtol=0, atol=1e-5)
         prev = actions[:, t]
+
+
+def test_encoding_memo_encodes_each_distinct_observation_once_and_restarts_past_its_limit():
+    seen: list[int] = []
+
+    def encode(codes):
+        seen.append(len(codes))
+        return torch.from_numpy(codes.reshape(len(codes), -1)[:, :4].astype(np.float32))
+
+    memo = EncodingMemo(encode, limit=4)
+    rng = np.random.default_rng(0)
+    views = rng.integers(0, 5, size=(3, 7, 7, 3), dtype=np.uint8)
+    batch = views[[0, 1, 0, 2, 1]]
+    np.testing.assert_array_equal(memo(batch).numpy(), encode(batch).numpy())
+    assert seen[0] == 3 and memo.hit_rate == pytest.approx(2 / 5)  # 0, 1, 2 encoded once each
+    np.testing.assert_array_equal(memo(views[[2]]).numpy(), views[2].reshape(-1)[None, :4])
+    assert len(seen) == 2 and memo.misses == 3  # a repeated view costs no encoding
+    other = rng.integers(5, 9, size=(2, 7, 7, 3), dtype=np.uint8)  # 3 + 2 > limit: the memo starts again
+    np.testing.assert_array_equal(memo(np.concatenate([other, views[:1]])).numpy(),
+                                  np.concatenate([other, views[:1]]).reshape(3, -1)[:, :4])
+    assert seen[-1] == 3 and len(memo.index) == 3
+
+
+@pytest.mark.parametrize("task", ["MortarMayhem", "Hallway"])
+@pytest.mark.parametrize("obs_mode", ["symbolic", "pixels"])
+def test_reusing_encodings_plays_exactly_the_episodes_of_encoding_every_step(task, obs_mode, monkeypatch):
+    """The memo changes how often the encoder runs, not what the policy does: same logits, same episodes."""
+    kwargs = SMALL_KWARGS[task]
+    cfg = config(**{"task.name": task, "task.obs_mode": obs_mode, "task.kwargs": kwargs})
+    torch.manual_seed(0)
+    model = training.build_model(cfg, training.n_actions_of(task, kwargs)).eval()
+    logits: list[torch.Tensor] = []
+    decode = model.step_embedded
+
+    def recorded(*args):
+        logits.append(decode(*args))
+        return logits[-1]
+
+    monkeypatch.setattr(model, "step_embedded", recorded)  # `step` goes through it too
+
+    class EncodeEveryStep(TransformerPolicy):
+        def act(self, codes):
+            self.prev = self.model.step(self.cache, self.encode(codes), self.prev).argmax(-1)
+            return self.prev.tolist()
+
+    runs = []
+    for cls in (EncodeEveryStep, TransformerPolicy):
+        policy = cls(model, task)
+        with torch.inference_mode():
+            runs.append((closed_loop(policy, task, kwargs, episodes=6, num_envs=3), list(logits)))
+        logits.clear()
+    (plain, a), (memo, b) = runs
+    assert policy.memo.hit_rate > 0 and len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+    assert {k: plain[k] for k in ("success_rate", "mean_return", "mean_length")} == \
+        {k: memo[k] for k in ("success_rate", "mean_return", "mean_length")}

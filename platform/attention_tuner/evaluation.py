@@ -14,6 +14,7 @@ environment.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -96,12 +97,67 @@ def closed_loop(policy: BatchPolicy, task: str, kwargs: dict[str, Any], episodes
     }
 
 
+class EncodingMemo:
+    """encode(codes) for (n, 7, 7, 3) uint8 codes, running ``encode`` once per distinct observation.
+
+    The memory tasks repeat their views a lot (corridors, walls, the same arena between commands), and the
+    observation encoder is the largest part of a small model's decoding step; an encoder is a pure function of
+    one observation, so its output is kept in a table indexed by the observation's bytes (pixels are a pure
+    render of the codes, so the codes are the key in both modes). The same values as encoding every step, up
+    to float rounding (the batch a view is first encoded in, and so the kernels, can differ). At most
+    ``limit`` encodings are kept (32,768 x d_model floats: 64 MB at the paper's size); past it the memo starts
+    again.
+    """
+
+    def __init__(self, encode: Callable[[np.ndarray], torch.Tensor], limit: int = 1 << 15):
+        self.encode, self.limit = encode, limit
+        self.index: dict[bytes, int] = {}
+        self.table: torch.Tensor | None = None  # (capacity, C): rows 0 .. len(index) - 1 are filled
+        self.lookups = self.misses = 0
+
+    def __call__(self, codes: np.ndarray) -> torch.Tensor:
+        keys = [c.tobytes() for c in codes]
+        if len(self.index) + len(keys) > self.limit:
+            self.index.clear()
+        first = len(self.index)
+        new = []
+        for i, k in enumerate(keys):
+            if k not in self.index:
+                self.index[k] = len(self.index)
+                new.append(i)
+        self.lookups, self.misses = self.lookups + len(keys), self.misses + len(new)
+        if new:
+            self._store(first, self.encode(codes[new]))
+        assert self.table is not None
+        if len(keys) == 1:
+            j = self.index[keys[0]]
+            return self.table[j : j + 1]
+        rows = torch.tensor([self.index[k] for k in keys], dtype=torch.long)
+        return self.table.index_select(0, rows.to(self.table.device, non_blocking=True))
+
+    def _store(self, first: int, emb: torch.Tensor) -> None:
+        end = first + emb.shape[0]
+        if self.table is None or self.table.shape[0] < end or self.table.dtype != emb.dtype:
+            grown = emb.new_empty(max(256, end, 2 * (0 if self.table is None else self.table.shape[0])),
+                                  emb.shape[1])
+            if self.table is not None and first:
+                grown[:first] = self.table[:first]
+            self.table = grown
+        self.table[first:end] = emb
+
+    @property
+    def hit_rate(self) -> float:
+        return 1 - self.misses / self.lookups if self.lookups else 0.0
+
+
 class TransformerPolicy:
-    """The Transformer decoding incrementally: one key/value cache per wave, the previous actions fed back."""
+    """The Transformer decoding incrementally: one key/value cache per wave, the previous actions fed back,
+    each distinct observation encoded once (`EncodingMemo`)."""
 
     def __init__(self, model: AttentionTuner, task: str, device: torch.device | str = "cpu"):
         self.model, self.device = model, device
         self.encode = ObservationEncoder(task, model.obs_mode, device)
+        self.memo = EncodingMemo(lambda codes: self.model.encode_step(self.cache, self.encode(codes)))
 
     def start(self, n: int, max_steps: int | None) -> None:
         # 2 tokens a step: a cache this long is never reallocated (the tasks' environments all have max_steps)
@@ -109,7 +165,7 @@ class TransformerPolicy:
         self.prev: torch.Tensor | None = None
 
     def act(self, codes: np.ndarray) -> list[int]:
-        self.prev = self.model.step(self.cache, self.encode(codes), self.prev).argmax(-1)  # (n,)
+        self.prev = self.model.step_embedded(self.cache, self.memo(codes), self.prev).argmax(-1)  # (n,)
         return self.prev.tolist()
 
     def keep(self, rows: torch.Tensor) -> None:

@@ -421,28 +421,41 @@ class AttentionTuner(nn.Module):
         (evaluation only). Only the new tokens are computed: the 2 tokens of a step through every layer but the
         last, where only o_t's output is needed (a_{t-1} there only contributes its key and value); symbolic
         observations go through `SymbolicEncoder.decode`, actions and positions are looked up in tables.
+        The same as `step_embedded(cache, encode_step(cache, obs), prev_action)`.
         """
+        return self.step_embedded(cache, self.encode_step(cache, obs), prev_action)
+
+    @torch.no_grad()
+    def encode_step(self, cache: KVCache, obs: torch.Tensor) -> torch.Tensor:
+        """The observation encoder's output for decoding: obs (B, *obs_shape) uint8 -> (B, C), before the
+        position encoding. A pure function of each observation (evaluation can reuse it for repeated views)."""
         self._check_obs(obs, 1)
-        if obs.shape[0] != cache.batch_size:
-            raise ValueError(f"obs batch {obs.shape[0]} != cache batch_size {cache.batch_size}")
-        t, C = cache.t, self.d_model
-        if t == 0:
-            if prev_action is not None:
-                raise ValueError("prev_action must be None at the first step (t = 0)")
-        elif prev_action is None or tuple(prev_action.shape) != (obs.shape[0],):
-            raise ValueError(f"prev_action of shape (B,) = ({obs.shape[0]},) is required for t > 0")
-        if cache.pe is None or cache.pe.shape[0] <= t:  # the same values as forward's sinusoid(arange(T))
-            size = max(cache.capacity // 2 + 1, t + 1, 2 * (0 if cache.pe is None else cache.pe.shape[0]))
-            cache.pe = sinusoid(torch.arange(size, device=obs.device), C)
         if isinstance(self.obs_enc, SymbolicEncoder):
             if cache.conv1 is None:
                 cache.conv1, cache.conv2 = self.obs_enc.conv1_table(), self.obs_enc.conv2_matrix()
-            x = self.obs_enc.decode(obs, cache.conv1, cache.conv2) + cache.pe[t]  # (B, C)
-        else:
-            x = self._embed_obs(obs) + cache.pe[t]
+            return self.obs_enc.decode(obs, cache.conv1, cache.conv2)
+        return self._embed_obs(obs)
+
+    @torch.no_grad()
+    def step_embedded(self, cache: KVCache, emb: torch.Tensor, prev_action: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """`step` from the observations' encodings emb (B, C) = `encode_step(cache, obs)`."""
+        t, C = cache.t, self.d_model
+        if emb.dim() != 2 or tuple(emb.shape) != (cache.batch_size, C):
+            raise ValueError(f"observation encodings must have shape (cache batch_size, d_model) = "
+                             f"({cache.batch_size}, {C}), got {tuple(emb.shape)}")
+        if t == 0:
+            if prev_action is not None:
+                raise ValueError("prev_action must be None at the first step (t = 0)")
+        elif prev_action is None or tuple(prev_action.shape) != (emb.shape[0],):
+            raise ValueError(f"prev_action of shape (B,) = ({emb.shape[0]},) is required for t > 0")
+        if cache.pe is None or cache.pe.shape[0] <= t:  # the same values as forward's sinusoid(arange(T))
+            size = max(cache.capacity // 2 + 1, t + 1, 2 * (0 if cache.pe is None else cache.pe.shape[0]))
+            cache.pe = sinusoid(torch.arange(size, device=emb.device), C)
+        x = emb + cache.pe[t]  # (B, C)
         if t > 0:
             if cache.actions is None:  # the embedding of each action: rows of tanh(Linear(one-hot))
-                cache.actions = self._embed_act(torch.arange(self.n_actions, device=obs.device))
+                cache.actions = self._embed_act(torch.arange(self.n_actions, device=emb.device))
             a = cache.actions.index_select(0, prev_action.clamp(0, self.n_actions - 1)) + cache.pe[t - 1]
             x = torch.stack((a, x), dim=1)  # (B, 2, C): a_{t-1} then o_t
         else:
