@@ -141,13 +141,12 @@ def test_preallocated_cache_never_moves_and_equals_the_growing_cache(n_layers):
 
 @pytest.mark.parametrize("B", [1, 3, 12])
 def test_decoding_paths_for_few_and_many_rows_equal_the_full_pass(B):
-    """Decoding picks its kernels by size: with few rows, weights of at least GEMV_MIN_WEIGHT elements go
-    through weight @ x^T and the second convolution through im2col; with many, F.linear and conv2d. Every
-    path decodes what the full pass computes (a model wide enough for both)."""
-    from attention_tuner.model import GEMV_MIN_WEIGHT, GEMV_ROWS, IM2COL_MAX
+    """Decoding picks its kernels by size: with few observations the second convolution goes through im2col,
+    with many through conv2d. Every path decodes what the full pass computes."""
+    from attention_tuner.model import IM2COL_MAX
 
-    net = small(d_model=128, d_ff=GEMV_MIN_WEIGHT // 128, n_layers=2)
-    assert 2 * 1 <= GEMV_ROWS < 2 * 12 and 3 <= IM2COL_MAX < 12  # B = 1, 3 take the small-row paths
+    net = small(d_model=128, n_layers=2)
+    assert 3 <= IM2COL_MAX < 12  # B = 1, 3 take the im2col path
     T = 6
     obs, act = batch(B, T, seed=B)
     logits, _ = net(obs, act)

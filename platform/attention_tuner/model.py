@@ -45,27 +45,9 @@ def encode_unique(encoder: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     return encoder(uniq.view(-1, *obs.shape[1:]))[inverse]
 
 
-# In decoding, a few rows (at most GEMV_ROWS) times a weight of at least GEMV_MIN_WEIGHT elements go through
-# weight @ x^T (see `linear`); smaller weights stay in cache, where F.linear is as fast or faster.
-GEMV_ROWS, GEMV_MIN_WEIGHT = 4, 1 << 18
 # Below this many observations, decoding computes the second convolution as one matrix product of the
 # gathered 3x3 neighbourhoods (im2col); PyTorch's own small-batch convolution is slower there.
 IM2COL_MAX = 8
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """F.linear for decoding: a few rows against a large weight as weight @ x^T.
-
-    Decoding one environment at the paper's size streams all 59 MB of weights from memory for 2 tokens a step;
-    on the reference CPU (float32, one thread) MKL reads a weight about 2x faster as the left operand of
-    weight @ x^T than as the transposed right operand of x @ weight^T when x has 2-3 rows
-    (docs/performance.md). The same values up to float rounding.
-    """
-    rows = x.numel() // x.shape[-1]
-    if not 2 <= rows <= GEMV_ROWS or weight.numel() < GEMV_MIN_WEIGHT:  # one row: F.linear is a GEMV already
-        return F.linear(x, weight, bias)
-    y = torch.addmm(bias[:, None], weight, x.reshape(rows, -1).t())  # (out, rows)
-    return y.t().contiguous().view(*x.shape[:-1], weight.shape[0])  # row-major like F.linear: fused kernels need it
 
 
 def sinusoid(pos: torch.Tensor, d: int) -> torch.Tensor:
@@ -141,7 +123,7 @@ class SymbolicEncoder(nn.Module):
             x = torch.addmm(bias, x, conv2).relu_().view(N, 7, 7, 80).permute(0, 3, 1, 2)  # (N, 80, 7, 7)
         else:  # (N, 40, 7, 7), channels last: oneDNN's preferred layout
             x = F.conv2d(x.view(N, 7, 7, 40).permute(0, 3, 1, 2), self.cnn[2].weight, bias, padding=1).relu_()
-        return torch.tanh(linear(x.flatten(1), self.fc.weight, self.fc.bias))  # (N, d)
+        return torch.tanh(F.linear(x.flatten(1), self.fc.weight, self.fc.bias))  # (N, d)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         idx = obs.permute(0, 3, 1, 2).long()  # (N, 3, 7, 7): channel-first like the reference
@@ -299,7 +281,7 @@ class Block(nn.Module):
         last_only: return the last token's output only (B, 1, C); the others still write their keys/values.
         """
         B, n, C = x.shape
-        qkv = linear(x, self.qkv.weight, self.qkv.bias)  # (B, n, 3C)
+        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)  # (B, n, 3C)
         k, v = cache.write(layer, qkv[:, :, C:], self.nh)  # (B, nh, S, hs), S = cache.length + n
         q = qkv[:, :, :C].view(B, n, self.nh, C // self.nh).transpose(1, 2)  # (B, nh, n, hs)
         mask = None
@@ -309,10 +291,10 @@ class Block(nn.Module):
             mask = cache.causal_mask(n, q.dtype)  # (n, S)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, n', hs)
         # the same operations as `_out`, without the module calls
-        y = linear(y.transpose(1, 2).reshape(B, -1, C), self.proj.weight, self.proj.bias)
+        y = F.linear(y.transpose(1, 2).reshape(B, -1, C), self.proj.weight, self.proj.bias)
         x = F.layer_norm(x + y, (C,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
         ff_in, ff_out = cast(nn.Linear, self.ff[0]), cast(nn.Linear, self.ff[2])
-        h = linear(F.relu(linear(x, ff_in.weight, ff_in.bias)), ff_out.weight, ff_out.bias)
+        h = F.linear(F.relu(F.linear(x, ff_in.weight, ff_in.bias)), ff_out.weight, ff_out.bias)
         if self.training:
             h = self.ff[3](h)
         return F.layer_norm(x + h, (C,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
