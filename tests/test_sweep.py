@@ -174,3 +174,23 @@ def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint(tmp_path):
     final = training.train(cfg, data, tmp_path / "uninterrupted")
     last = {m.step: m.value for m in history}[5]
     assert last == pytest.approx(final["train/action_loss"], rel=1e-6)
+
+
+def test_the_printed_table_keeps_annotated_fractions_apart_from_full_annotation():
+    """The end-of-sweep table groups by task and method; a fraction below 1 is its own arm (as in the
+    report), not pooled into AttentionTuner's seeds."""
+    from types import SimpleNamespace
+
+    from attention_tuner.config import to_dict
+
+    spec = sweep.load_sweep(ROOT / "sweeps" / "cpu_reproduction.py")
+    picked = [t for t in sweep.trials(spec) if t.labels["arm"] in ("Ordering-attention_tuner", "Ordering-vanilla",
+                                                                   "MortarMayhem-attention_tuner",
+                                                                   "MortarMayhem-f0.1")]
+    grid = [SimpleNamespace(config={"trial": {"key": t.key, "labels": t.labels, "config": to_dict(t.config)}},
+                            metrics={"eval/success_rate": 0.5}, error=None) for t in picked]
+    table = sweep.results_table(sweep.results_rows(grid, "eval/success_rate"))
+    summary = table.split("\n\n")[1]
+    assert "| MortarMayhem | attention_tuner | 0.50 ± 0.00 | 3 |" in summary
+    assert "| MortarMayhem | attention_tuner (fraction 0.1) | 0.50 ± 0.00 | 3 |" in summary
+    assert "| Ordering | vanilla | 0.50 ± 0.00 | 3 |" in summary

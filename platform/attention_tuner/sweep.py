@@ -394,7 +394,10 @@ def results_rows(grid, metric: str) -> list[dict[str, Any]]:
         trial = r.config["trial"]
         cfg = build(TrialConfig, trial["config"])
         m = r.metrics or {}
-        rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name, "method": cfg.method,
+        method = cfg.method  # an annotated fraction below 1 is its own arm, as in the report
+        if method == "attention_tuner" and cfg.data.annotation_fraction < 1:
+            method += f" (fraction {cfg.data.annotation_fraction:g})"
+        rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name, "method": method,
                      "seed": cfg.seed, metric: m.get(metric),
                      "val/decision_accuracy": m.get("val/decision_accuracy"),
                      "status": "ok" if r.error is None else f"error: {str(r.error).splitlines()[0][:80]}"})
