@@ -105,11 +105,12 @@ def heads_grid(rows: list[TrialRow], path: Path) -> Path:
 def learning_curves(uri: str, rows: list[TrialRow], path: Path, x_metric: str | None = None,
                     title: str = "Learning curves: closed-loop success on held-out seeds") -> Path:
     """Success against the epoch (the metrics' step), or against ``x_metric`` logged at the same steps
-    (the RL baseline: perf/env_steps); one line per trial, one panel per task."""
+    (the RL baseline: perf/env_steps); one line per trial in its method's colour, one panel per task."""
     c = tracking.client(uri)
     tasks = sorted({r.task for r in rows})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
+        named: set[str] = set()  # one legend entry per method; its seeds share the colour
         for r in (r for r in rows if r.task == task):
             hist = tracking.retry(lambda r=r: c.get_metric_history(r.run_id, METRIC))
             x = {m.step: m.step for m in hist}
@@ -117,8 +118,9 @@ def learning_curves(uri: str, rows: list[TrialRow], path: Path, x_metric: str | 
                 x = {m.step: m.value for m in tracking.retry(lambda r=r: c.get_metric_history(r.run_id, x_metric))}
             pts = sorted((x[m.step], m.value) for m in hist if m.step in x)
             if pts:
-                ax.plot(*zip(*pts, strict=True), color=COLOURS.get(r.method), alpha=0.8, marker=".",
-                        label=f"{r.method.replace('_', ' ')} seed {r.seed}")
+                label = r.method.replace("_", " ") if r.method not in named else "_nolegend_"
+                named.add(r.method)
+                ax.plot(*zip(*pts, strict=True), color=COLOURS.get(r.method), alpha=0.8, marker=".", label=label)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(x_metric.split("/")[-1].replace("_", " ") if x_metric else "epoch")
         ax.set_ylabel("success rate")
