@@ -6,9 +6,9 @@ its key/value cache (no re-running of the history); finished environments leave 
 same episodes.
 
 The loop is kept lean, because with few environments the per-step overhead, not the arithmetic, sets the
-speed: inference mode; a cache allocated once for the task's longest episode; the observations gathered
-into one reused array; the greedy actions read back once a step (``tolist``), not one tensor element per
-environment.
+speed: inference mode; a cache allocated once for the task's longest episode; each distinct observation encoded
+once (`EncodingMemo`); the observations gathered into one reused array; the greedy actions read back once a
+step (``tolist``), not one tensor element per environment.
 """
 
 from __future__ import annotations
