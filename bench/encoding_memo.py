@@ -15,19 +15,10 @@ import argparse
 import statistics
 import sys
 
-import numpy as np
 import torch
 
 from attention_tuner.evaluation import TransformerPolicy, closed_loop
 from attention_tuner.training import load_policy
-
-
-class EncodeEveryStep(TransformerPolicy):
-    """The evaluation policy before the memo: the observation encoder runs on every observation."""
-
-    def act(self, codes: np.ndarray) -> list[int]:
-        self.prev = self.model.step(self.cache, self.encode(codes), self.prev).argmax(-1)
-        return self.prev.tolist()
 
 
 def main() -> int:
@@ -51,13 +42,13 @@ def main() -> int:
             success: dict[str, set[float]] = {"plain": set(), "memo": set()}
             reused = 0.0
             for _ in range(args.repeats):
-                for name, cls in (("plain", EncodeEveryStep), ("memo", TransformerPolicy)):
-                    policy = cls(model, task)
+                for name, reuse in (("plain", False), ("memo", True)):
+                    policy = TransformerPolicy(model, task, reuse_encodings=reuse)
                     with torch.inference_mode():
                         res = closed_loop(policy, task, kwargs, episodes, envs)
                     rates[name].append(res["steps_per_s"])
                     success[name].add(res["success_rate"])
-                    if name == "memo":
+                    if policy.memo is not None:
                         reused = policy.memo.hit_rate
             plain, memo = statistics.median(rates["plain"]), statistics.median(rates["memo"])
             same = success["plain"] == success["memo"] and len(success["memo"]) == 1

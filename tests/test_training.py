@@ -190,21 +190,16 @@ def test_reusing_encodings_plays_exactly_the_episodes_of_encoding_every_step(tas
         logits.append(decode(*args))
         return logits[-1]
 
-    monkeypatch.setattr(model, "step_embedded", recorded)  # `step` goes through it too
-
-    class EncodeEveryStep(TransformerPolicy):
-        def act(self, codes):
-            self.prev = self.model.step(self.cache, self.encode(codes), self.prev).argmax(-1)
-            return self.prev.tolist()
+    monkeypatch.setattr(model, "step_embedded", recorded)
 
     runs = []
-    for cls in (EncodeEveryStep, TransformerPolicy):
-        policy = cls(model, task)
+    for reuse in (False, True):
+        policy = TransformerPolicy(model, task, reuse_encodings=reuse)
         with torch.inference_mode():
             runs.append((closed_loop(policy, task, kwargs, episodes=6, num_envs=3), list(logits)))
         logits.clear()
     (plain, a), (memo, b) = runs
-    assert policy.memo.hit_rate > 0 and len(a) == len(b) > 0
+    assert policy.memo is not None and policy.memo.hit_rate > 0 and len(a) == len(b) > 0
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
     assert {k: plain[k] for k in ("success_rate", "mean_return", "mean_length")} == \

@@ -152,20 +152,26 @@ class EncodingMemo:
 
 class TransformerPolicy:
     """The Transformer decoding incrementally: one key/value cache per wave, the previous actions fed back,
-    each distinct observation encoded once (`EncodingMemo`)."""
+    each distinct observation encoded once (`EncodingMemo`; ``reuse_encodings=False`` encodes every
+    observation at every step, the reference the memo is tested and measured against)."""
 
-    def __init__(self, model: AttentionTuner, task: str, device: torch.device | str = "cpu"):
+    def __init__(self, model: AttentionTuner, task: str, device: torch.device | str = "cpu",
+                 reuse_encodings: bool = True):
         self.model, self.device = model, device
         self.encode = ObservationEncoder(task, model.obs_mode, device)
-        self.memo = EncodingMemo(lambda codes: self.model.encode_step(self.cache, self.encode(codes)))
+        self.memo = EncodingMemo(self._encode) if reuse_encodings else None
 
     def start(self, n: int, max_steps: int | None) -> None:
         # 2 tokens a step: a cache this long is never reallocated (the tasks' environments all have max_steps)
         self.cache = self.model.new_cache(n, self.device, 2 * max_steps if max_steps else 128)
         self.prev: torch.Tensor | None = None
 
+    def _encode(self, codes: np.ndarray) -> torch.Tensor:
+        return self.model.encode_step(self.cache, self.encode(codes))
+
     def act(self, codes: np.ndarray) -> list[int]:
-        self.prev = self.model.step_embedded(self.cache, self.memo(codes), self.prev).argmax(-1)  # (n,)
+        emb = self.memo(codes) if self.memo is not None else self._encode(codes)
+        self.prev = self.model.step_embedded(self.cache, emb, self.prev).argmax(-1)  # (n,)
         return self.prev.tolist()
 
     def keep(self, rows: torch.Tensor) -> None:
