@@ -10,7 +10,12 @@ not copied from it, and differs from ``attention_tuner`` in exactly these ways:
 2. training batches are padded to the task's maximum episode length (Hallway: 4 * length + 25 steps), not to
    the longest episode of the batch;
 3. evaluation re-runs the whole history through the full forward pass at every step (no key/value cache);
-4. evaluation plays one environment at a time.
+4. evaluation plays one environment at a time;
+5. the observation encoder runs on every observation it is given, padding and repeated views included, as
+   the reference's ``ImageEmbedding`` does (ours encodes each distinct observation of a call once:
+   ``attention_tuner.model.encode_unique``). ``NaiveAttentionTuner.like(model, dedup=True)`` gives the naive
+   our deduplication as well: the bench reports both, so what the encoder's deduplication contributes to a
+   speed-up can be read off.
 
 Everything else is shared with our implementation, so the comparison is like for like: the same modules and
 weights (``NaiveAttentionTuner`` subclasses ``AttentionTuner`` and loads its state dict), the same losses
@@ -47,12 +52,20 @@ def max_episode_len(task: str, kwargs: dict[str, Any]) -> int:
 class NaiveAttentionTuner(AttentionTuner):
     """Same parameters as AttentionTuner; `forward` computes explicit attention weights for every head."""
 
+    dedup = False  # encode each distinct observation of a call once, as ours does (see the module docstring)
+
     @classmethod
-    def like(cls, model: AttentionTuner) -> NaiveAttentionTuner:
+    def like(cls, model: AttentionTuner, dedup: bool = False) -> NaiveAttentionTuner:
         """A naive copy of ``model``: same hyper-parameters, same weights, same train/eval mode."""
         naive = cls(**model.hparams)
         naive.load_state_dict(model.state_dict())
+        naive.dedup = dedup
         return naive.train(model.training).to(model.head.weight.device)
+
+    def _embed_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.dedup:
+            return super()._embed_obs(obs)
+        return self.obs_enc(obs.reshape(-1, *self.obs_shape)).view(*obs.shape[:-3], self.d_model)  # (..., C)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = actions.shape

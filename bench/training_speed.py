@@ -135,6 +135,7 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
     torch.manual_seed(0)
     ours = build_model(cfg, n_actions)
     naive = NaiveAttentionTuner.like(ours)
+    naive_dedup = NaiveAttentionTuner.like(ours, dedup=True)  # the naive with our encoder deduplication
     device = torch.device("cpu")
     rng = np.random.default_rng(0)
     all_batches = list(datasets.batches(data, np.arange(len(data)), data.pairs, cfg.optim.batch_size, rng))
@@ -156,8 +157,8 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
     ours.train()
     naive.train()
 
-    runs: dict[str, list[float]] = {"ours": [], "naive": []}
-    impls = {"ours": (ours, batches), "naive": (naive, padded)}
+    impls = {"ours": (ours, batches), "naive": (naive, padded), "naive + dedup": (naive_dedup, padded)}
+    runs: dict[str, list[float]] = {name: [] for name in impls}
     steps = {name: Stepper(cfg, model, device) for name, (model, _) in impls.items()}
     optims = {name: torch.optim.Adam(model.parameters(), lr=cfg.optim.lr) for name, (model, _) in impls.items()}
 
@@ -184,14 +185,15 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
     counted = 3 * sum(len(b.index) * forward_flops(T_max, ours, causal=False, head_all=True) for b in batches)
     med = {name: statistics.median(t) for name, t in runs.items()}
     n_params = ours.num_parameters()
-    header = ["implementation", "padded to", "samples/s", "speed-up", "useful GFLOP/s", "useful % of peak",
-              "GFLOP/s as the reference counts", "activations saved, MB/batch"]
+    header = ["implementation", "padded to", "samples/s", "speed-up", "vs naive + dedup", "useful GFLOP/s",
+              "useful % of peak", "GFLOP/s as the reference counts", "activations saved, MB/batch"]
     rows = []
-    for name in ("naive", "ours"):
+    for name in ("naive", "naive + dedup", "ours"):
         rate = real / med[name]
-        pad = f"{T_max} (task max)" if name == "naive" else "longest in batch"
-        as_counted = f"{counted / med[name] / 1e9:.1f}" if name == "naive" else "(same as useful)"
+        pad = f"{T_max} (task max)" if name != "ours" else "longest in batch"
+        as_counted = f"{counted / med[name] / 1e9:.1f}" if name != "ours" else "(same as useful)"
         rows.append([name, pad, f"{rate:,.0f}", f"{med['naive'] / med[name]:.2f}x",
+                     f"{med['naive + dedup'] / med[name]:.2f}x",
                      f"{useful / med[name] / 1e9:.1f}", f"{100 * useful / med[name] / peak:.0f}%", as_counted,
                      f"{saved[name]:,.0f}"])
     d, n_layers, n_heads, d_ff, _ = SIZES[size]
@@ -254,39 +256,46 @@ def eval_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) -
     kwargs = cfg.task.kwargs
     torch.manual_seed(0)
     ours = build_model(cfg, n_actions).eval()
-    naive = NaiveAttentionTuner.like(ours)
+    naives = {"naive": NaiveAttentionTuner.like(ours), "naive + dedup": NaiveAttentionTuner.like(ours, dedup=True)}
     N = args.num_envs
-    counts = {"naive": args.naive_episodes, "ours, 1 env": args.single_episodes, f"ours, {N} envs": N}
+    counts = {"naive": args.naive_episodes, "naive + dedup": args.naive_episodes, "ours, 1 env": args.single_episodes,
+              f"ours, {N} envs": N}
 
     evaluate(ours, TASK, kwargs, 1, 1)  # warm-up (both batch shapes of ours)
     evaluate(ours, TASK, kwargs, N, N)
-    naive_evaluate(naive, TASK, kwargs, 1)
+    for naive in naives.values():
+        naive_evaluate(naive, TASK, kwargs, 1)
     closed: dict[str, list[dict[str, float]]] = {k: [] for k in counts}
     replayed: dict[str, list[float]] = {k: [] for k in counts}
     reps = {k: quantile_episodes(data, n) for k, n in counts.items()}
     for _ in range(args.eval_repeats):
-        closed["naive"].append(naive_evaluate(naive, TASK, kwargs, counts["naive"]))
+        for name, naive in naives.items():
+            closed[name].append(naive_evaluate(naive, TASK, kwargs, counts[name]))
         closed["ours, 1 env"].append(evaluate(ours, TASK, kwargs, counts["ours, 1 env"], 1))
         closed[f"ours, {N} envs"].append(evaluate(ours, TASK, kwargs, N, N))
-        replayed["naive"].append(naive_replay(naive, reps["naive"]))
+        for name, naive in naives.items():
+            replayed[name].append(naive_replay(naive, reps[name]))
         replayed["ours, 1 env"].append(replay_cached(ours, reps["ours, 1 env"], 1))
         replayed[f"ours, {N} envs"].append(replay_cached(ours, reps[f"ours, {N} envs"], N))
 
-    header = ["workload", "implementation", "episodes", "mean length", "episodes/s", "steps/s", "speed-up"]
+    header = ["workload", "implementation", "episodes", "mean length", "episodes/s", "steps/s", "speed-up",
+              "vs naive + dedup"]
     rows = []
-    base = statistics.median(r["episodes_per_s"] for r in closed["naive"])
+    eps = {name: statistics.median(r["episodes_per_s"] for r in results) for name, results in closed.items()}
     for name, results in closed.items():
-        eps = statistics.median(r["episodes_per_s"] for r in results)
         sps = statistics.median(r["steps_per_s"] for r in results)
-        rows.append(["closed loop, untrained policy", name, str(counts[name]),
-                     f"{results[0]['mean_length']:.1f}", f"{eps:,.2f}", f"{sps:,.0f}", f"{eps / base:.1f}x"])
+        rows.append(["closed loop, untrained policy", name, str(counts[name]), f"{results[0]['mean_length']:.1f}",
+                     f"{eps[name]:,.2f}", f"{sps:,.0f}", f"{eps[name] / eps['naive']:.1f}x",
+                     f"{eps[name] / eps['naive + dedup']:.1f}x"])
     rates = {}
     for name, secs in replayed.items():
         n_steps = sum(len(a) for _, a in reps[name])
         t = statistics.median(secs)
         rates[name] = counts[name] / t
         rows.append(["replay of expert episodes", name, str(counts[name]), f"{n_steps / counts[name]:.1f}",
-                     f"{rates[name]:,.2f}", f"{n_steps / t:,.0f}", f"{rates[name] / rates['naive']:.1f}x"])
+                     f"{rates[name]:,.2f}", f"{n_steps / t:,.0f}", f"{rates[name] / rates['naive']:.1f}x", ""])
+    for row in rows[len(closed):]:
+        row[-1] = f"{rates[row[1]] / rates['naive + dedup']:.1f}x"
     with torch.inference_mode():  # how often ours found an observation's encoding in its memo (not timed)
         policy = TransformerPolicy(ours, TASK)
         closed_loop(policy, TASK, kwargs, N, N)

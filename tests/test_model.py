@@ -213,6 +213,28 @@ def test_symbolic_decode_lookup_equals_the_one_hot_convolutions(n):
         torch.testing.assert_close(enc.decode(obs, enc.conv1_table()), enc(obs), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("obs_mode", ["symbolic", "pixels"])
+def test_encoders_equal_the_channel_first_reference_in_values_and_gradients(obs_mode):
+    """The encoders run their convolutions channels-last and read the result in memory order against
+    reordered fc columns; values and every parameter's gradient equal the plain channel-first formulation
+    (one-hot or scaled channel-first input, cnn, flatten(1), fc), as the released code computes it."""
+    enc = small(obs_mode).obs_enc
+    obs = batch(3, 2, obs_mode)[0].flatten(0, 1)  # (6, *obs_shape)
+    if obs_mode == "symbolic":
+        idx = torch.minimum(obs.permute(0, 3, 1, 2).long(), enc.hi) + enc.offset
+        x = torch.zeros(obs.shape[0], 20, 7, 7).scatter_(1, idx, 1.0).contiguous()
+    else:
+        x = (obs.permute(0, 3, 1, 2).float() / 255.0).contiguous()
+    params = list(enc.parameters())
+    ref = torch.tanh(enc.fc(enc.cnn(x).contiguous().flatten(1)))
+    grads_ref = torch.autograd.grad(ref.square().sum(), params)
+    out = enc(obs)
+    grads = torch.autograd.grad(out.square().sum(), params)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    for g, r in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
 def test_training_mode_gradients_reach_supervised_attention():
     net = small(supervised=((1, 0),)).train()
     logits, attn = net(*batch(2, 5))

@@ -58,6 +58,20 @@ def sinusoid(pos: torch.Tensor, d: int) -> torch.Tensor:
     return torch.stack((ang.sin(), ang.cos()), dim=-1).flatten(1)  # (n, d)
 
 
+def flat_linear(h: torch.Tensor, fc: nn.Linear) -> torch.Tensor:
+    """fc(h.flatten(1)) for a convolution's output h (N, C, H, W), fc over the (channel, row, column) order.
+
+    A channels-last h is read in its memory order (a view: no copy of the activations, forward or backward)
+    against the weight's columns reordered to (row, column, channel) instead; the same function up to the
+    order of float additions.
+    """
+    N, C, H, W = h.shape
+    if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous():
+        w = fc.weight.view(-1, C, H, W).permute(0, 2, 3, 1).reshape(-1, H * W * C)
+        return F.linear(h.permute(0, 2, 3, 1).reshape(N, H * W * C), w, fc.bias)
+    return fc(h.flatten(1))
+
+
 class SymbolicEncoder(nn.Module):
     """(N, 7, 7, 3) uint8 MiniGrid codes -> one-hot 11 + 6 + 3 = 20 channels -> 2 convs -> Linear -> Tanh.
 
@@ -126,10 +140,11 @@ class SymbolicEncoder(nn.Module):
         return torch.tanh(F.linear(x.flatten(1), self.fc.weight, self.fc.bias))  # (N, d)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        idx = obs.permute(0, 3, 1, 2).long()  # (N, 3, 7, 7): channel-first like the reference
-        idx = torch.minimum(idx, self.hi) + self.offset  # disjoint channel ranges for object/colour/state
-        x = torch.zeros(obs.shape[0], 20, 7, 7, device=obs.device).scatter_(1, idx, 1.0)  # (N, 20, 7, 7)
-        return torch.tanh(self.fc(self.cnn(x).flatten(1)))  # (N, d)
+        idx = torch.minimum(obs.long(), self.hi.view(3)) + self.offset.view(3)  # disjoint ranges, (N, 7, 7, 3)
+        x = torch.zeros(*obs.shape[:3], 20, device=obs.device).scatter_(-1, idx, 1.0)  # one-hot (N, 7, 7, 20)
+        # (N, 20, 7, 7) in channels-last memory: the convolutions run in oneDNN's preferred layout (faster
+        # forward + backward than channels-first on the CPU)
+        return torch.tanh(flat_linear(self.cnn(x.permute(0, 3, 1, 2)), self.fc))  # (N, d)
 
 
 class PixelEncoder(nn.Module):
@@ -145,8 +160,8 @@ class PixelEncoder(nn.Module):
         self.fc = nn.Linear(64 * 7 * 7, d_model)  # 3136
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = obs.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, 84, 84); uint8 cannot be out of range
-        return torch.tanh(self.fc(self.cnn(x).flatten(1)))  # (N, d)
+        x = obs.permute(0, 3, 1, 2).float() / 255.0  # (N, 3, 84, 84) channels-last; uint8 cannot be out of range
+        return torch.tanh(flat_linear(self.cnn(x), self.fc))  # (N, d)
 
 
 class KVCache:
@@ -159,7 +174,8 @@ class KVCache:
     2 * max_steps and they never move (past it they double). All rows share one length (environments are
     stepped in lockstep); rows whose episode has ended can be dropped with `select`.
     The cache also keeps decoding constants derived from the weights at its first steps (the action
-    embeddings, the symbolic encoder's first-convolution table, a table of position encodings), so the
+    embeddings, the symbolic encoder's first-convolution table, a table of position encodings, the parameter
+    tensors of each layer, looked up once instead of through module attributes every step), so the
     weights must not change while a cache is in use: make a new cache after an optimiser step.
     """
 
@@ -175,6 +191,7 @@ class KVCache:
         self.conv1: torch.Tensor | None = None  # SymbolicEncoder.conv1_table()
         self.conv2: torch.Tensor | None = None  # SymbolicEncoder.conv2_matrix()
         self._mask: torch.Tensor | None = None  # (N, N) additive causal mask (0 / -inf): masks are views
+        self.weights: dict[int | str, tuple] = {}  # parameters per layer, looked up at the first step
 
     @property
     def allocated(self) -> int:
@@ -230,6 +247,13 @@ class KVCache:
         self.batch_size = len(keep)
 
 
+def _head_index(heads: list[int]) -> slice | list[int]:
+    """Index of these heads along the head dimension: a slice when they are contiguous, else the list."""
+    if heads and heads == list(range(heads[0], heads[-1] + 1)):
+        return slice(heads[0], heads[-1] + 1)
+    return heads
+
+
 class Block(nn.Module):
     """Post-LN Transformer layer; heads listed in `explicit` use the softmax we can return, others fused."""
 
@@ -246,6 +270,8 @@ class Block(nn.Module):
         self.fused = [h for h in range(n_heads) if h not in self.explicit]
         # put head outputs back in head order after computing [explicit..., fused...]
         self.unperm = torch.argsort(torch.tensor(self.explicit + self.fused)).tolist()
+        # the same heads as slices where they are contiguous (views, no gather copy)
+        self._e, self._f = _head_index(self.explicit), _head_index(self.fused)
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, L, C = x.shape
@@ -262,17 +288,19 @@ class Block(nn.Module):
         q, k, v = self._qkv(x)
         if not self.explicit:
             return self._out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True)), None
-        e = self.explicit
+        e = self._e
         # explicit heads in float32 even under autocast: the memory loss takes log of these probabilities
         with torch.autocast(device_type=x.device.type, enabled=False):
-            att = (q[:, e].float() @ k[:, e].float().transpose(-2, -1)) / math.sqrt(C // self.nh)  # (B, ne, L, L)
+            scale = 1.0 / math.sqrt(C // self.nh)  # on the queries: L x hs products instead of L x L
+            att = (q[:, e].float() * scale) @ k[:, e].float().transpose(-2, -1)  # (B, ne, L, L)
             causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
             att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # diagonal always allowed: no NaN rows
-        ys = [att.to(v.dtype) @ v[:, e]]  # (B, ne, L, hs)
+        y = att.to(v.dtype) @ v[:, e]  # (B, ne, L, hs)
         if self.fused:
-            f = self.fused
-            ys.append(F.scaled_dot_product_attention(q[:, f], k[:, f], v[:, f], is_causal=True))
-        y = torch.cat(ys, dim=1)[:, self.unperm]  # (B, nh, L, hs)
+            f = self._f
+            y = torch.cat((y, F.scaled_dot_product_attention(q[:, f], k[:, f], v[:, f], is_causal=True)), dim=1)
+            if self.unperm != sorted(self.unperm):  # explicit heads not first: back to head order
+                y = y[:, self.unperm]  # (B, nh, L, hs)
         return self._out(x, y), att
 
     def step(self, x: torch.Tensor, cache: KVCache, layer: int, last_only: bool = False) -> torch.Tensor:
@@ -281,7 +309,15 @@ class Block(nn.Module):
         last_only: return the last token's output only (B, 1, C); the others still write their keys/values.
         """
         B, n, C = x.shape
-        qkv = F.linear(x, self.qkv.weight, self.qkv.bias)  # (B, n, 3C)
+        w = cache.weights.get(layer)
+        if w is None:  # the parameters, looked up once per cache instead of through module attributes per step
+            ff_in, ff_out = cast(nn.Linear, self.ff[0]), cast(nn.Linear, self.ff[2])
+            w = cache.weights[layer] = (
+                self.qkv.weight, self.qkv.bias, self.proj.weight, self.proj.bias, self.ln1.weight, self.ln1.bias,
+                ff_in.weight, ff_in.bias, ff_out.weight, ff_out.bias, self.ln2.weight, self.ln2.bias, self.ln1.eps,
+                self.ln2.eps)
+        qkv_w, qkv_b, proj_w, proj_b, ln1_w, ln1_b, ff1_w, ff1_b, ff2_w, ff2_b, ln2_w, ln2_b, eps1, eps2 = w
+        qkv = F.linear(x, qkv_w, qkv_b)  # (B, n, 3C)
         k, v = cache.write(layer, qkv[:, :, C:], self.nh)  # (B, nh, S, hs), S = cache.length + n
         q = qkv[:, :, :C].view(B, n, self.nh, C // self.nh).transpose(1, 2)  # (B, nh, n, hs)
         mask = None
@@ -291,13 +327,12 @@ class Block(nn.Module):
             mask = cache.causal_mask(n, q.dtype)  # (n, S)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, n', hs)
         # the same operations as `_out`, without the module calls
-        y = F.linear(y.transpose(1, 2).reshape(B, -1, C), self.proj.weight, self.proj.bias)
-        x = F.layer_norm(x + y, (C,), self.ln1.weight, self.ln1.bias, self.ln1.eps)
-        ff_in, ff_out = cast(nn.Linear, self.ff[0]), cast(nn.Linear, self.ff[2])
-        h = F.linear(F.relu(F.linear(x, ff_in.weight, ff_in.bias)), ff_out.weight, ff_out.bias)
+        y = F.linear(y.transpose(1, 2).reshape(B, -1, C), proj_w, proj_b)
+        x = torch.layer_norm(x + y, (C,), ln1_w, ln1_b, eps1)
+        h = F.linear(torch.relu(F.linear(x, ff1_w, ff1_b)), ff2_w, ff2_b)
         if self.training:
             h = self.ff[3](h)
-        return F.layer_norm(x + h, (C,), self.ln2.weight, self.ln2.bias, self.ln2.eps)
+        return torch.layer_norm(x + h, (C,), ln2_w, ln2_b, eps2)
 
 
 class AttentionTuner(nn.Module):
@@ -442,15 +477,20 @@ class AttentionTuner(nn.Module):
             x = torch.stack((a, x), dim=1)  # (B, 2, C): a_{t-1} then o_t
         else:
             x = x[:, None]  # (B, 1, C)
-        x = F.layer_norm(x, (C,), self.ln_emb.weight, self.ln_emb.bias, self.ln_emb.eps)
+        w = cache.weights.get("model")
+        if w is None:
+            w = cache.weights["model"] = (self.ln_emb.weight, self.ln_emb.bias, self.ln_emb.eps, self.head.weight,
+                                          self.head.bias, [cast(Block, b) for b in self.blocks])
+        ln_w, ln_b, eps, head_w, head_b, blocks = w
+        x = torch.layer_norm(x, (C,), ln_w, ln_b, eps)
         if self.training:
             x = self.drop(x)
-        n, last = x.shape[1], len(self.blocks) - 1
-        for i, block in enumerate(self.blocks):
-            x = cast(Block, block).step(x, cache, i, last_only=i == last)
+        n, last = x.shape[1], len(blocks) - 1
+        for i, block in enumerate(blocks):
+            x = block.step(x, cache, i, last_only=i == last)
         cache.length += n
         cache.t += 1
-        return F.linear(x[:, -1], self.head.weight, self.head.bias)  # (B, A)
+        return F.linear(x[:, -1], head_w, head_b)  # (B, A)
 
 
 def _validate(obs_mode, n_actions, d_model, n_layers, n_heads, d_ff, dropout, supervised) -> None:
