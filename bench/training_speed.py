@@ -6,9 +6,11 @@
 Prints Markdown tables, one model size after another:
 - training: real (unpadded) steps per second through forward + backward + Adam (action loss + memory loss on
   head (0, 0), weight 10), ours (batches padded to their longest episode, fused attention except the supervised
-  head) vs the naive (all heads explicit, batches padded to the task's maximum length); the useful FLOP rate
-  against this CPU's float32 matmul peak; the activation memory autograd keeps for the backward pass;
-- evaluation: episodes per second of the naive (one environment, whole history re-run every step) vs ours
+  head) vs the naive (all heads explicit, batches padded to the task's maximum length, every observation
+  through the encoder) and the naive + dedup (the same, sharing our encoder's deduplication); the useful FLOP
+  rate against this CPU's matmul peak (float32, or bfloat16 with --precision bf16); the activation memory
+  autograd keeps for the backward pass;
+- evaluation: episodes per second of the two naives (one environment, whole history re-run every step) vs ours
   with one environment and with --num-envs environments (cached decoding), closed loop with an untrained
   greedy policy (on Hallway it walks until the 4L+25-step limit: the naive's worst case) and teacher-forced
   replays of expert episodes (their real lengths, chosen at evenly spaced length quantiles).
@@ -17,9 +19,9 @@ FLOPs are an analytic count of the matrix multiplications only (convolutions, li
 and weighted values; no LayerNorm, softmax or element-wise work), per real step: "useful" counts the real
 tokens only and causal attention (query i against its i + 1 keys); "as the reference counts" counts what the
 naive computes: every padded step, full L x L attention matrices and the output layer on every token.
-Training is 3x the forward count. The peak is the median rate of a float32 NxN torch.matmul (--matmul) on the
-same --threads. Timings are medians of --repeats timed passes after one warm-up pass, ours and naive
-interleaved; run on an otherwise idle machine.
+Training is 3x the forward count. The peak is the median rate of an NxN torch.matmul (--matmul) in the
+training precision on the same --threads. Timings are medians of --repeats timed passes after one warm-up pass,
+ours and the naives interleaved; run on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ Episode = tuple[np.ndarray, np.ndarray]  # obs (T, 7, 7, 3) uint8, actions (T,) 
 # ------------------------------------------------------------------------------------------ measuring
 
 
-def matmul_peak(n: int, repeats: int = 5) -> float:
-    """Median FLOP/s of a float32 (n x n) @ (n x n) torch.matmul on the current threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Median FLOP/s of an (n x n) @ (n x n) torch.matmul in dtype on the current threads."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.matmul(a, b)  # warm-up
     times = []
     for _ in range(repeats):
@@ -125,7 +127,7 @@ def trial_config(args, size: str) -> TrialConfig:
         batch = min(batch, args.max_batch)
     return TrialConfig(task=TaskConfig(TASK, {"length": args.length}),
                        model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
-                       optim=OptimConfig(batch_size=batch))
+                       optim=OptimConfig(batch_size=batch, precision=args.precision))
 
 
 def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, peak: float) -> str:
@@ -324,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-envs", type=int, default=32, help="environments of our batched evaluation (= episodes)")
     ap.add_argument("--eval-repeats", type=int, default=1, help="timed evaluation runs (median)")
     ap.add_argument("--matmul", type=int, default=2048, help="size N of the NxN matmul that sets the peak")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="training arithmetic (optim.precision) of both implementations; the peak is measured in "
+                         "bfloat16 for bf16")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: train, eval")
     ap.add_argument("--data-root", default="datasets", help="dataset root (generated there when missing)")
     args = ap.parse_args(argv)
@@ -345,10 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     path = demos.generate(TASK, kwargs, args.episodes, 0, root=args.data_root, actors=0, progress=False)
     data = datasets.load(path)
     n_actions = n_actions_of(TASK, kwargs)
-    peak = matmul_peak(args.matmul)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    peak = matmul_peak(args.matmul, dtype=dtype)
     print(f"{TASK}-{args.length}: {len(data)} expert episodes (mean {data.lengths.mean():.1f} steps, longest "
-          f"{data.lengths.max()}); torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"float32 {args.matmul}x{args.matmul} matmul peak {peak / 1e9:.1f} GFLOP/s\n", flush=True)
+          f"{data.lengths.max()}); torch {torch.__version__}, {torch.get_num_threads()} threads; training precision "
+          f"{args.precision}; {str(dtype).removeprefix('torch.')} {args.matmul}x{args.matmul} matmul peak "
+          f"{peak / 1e9:.1f} GFLOP/s\n", flush=True)
     for size in sizes:
         if "train" not in skip:
             print(train_bench(args, size, data, n_actions, peak), flush=True)

@@ -158,6 +158,8 @@ CASES = [
     Case("train-set-int-as-float", ["train", "Hallway", "--set", "optim.epochs=2.5"], "optim.epochs: expected int"),
     Case("train-set-malformed", ["train", "Hallway", "--set", "optim.lr"], "--set 'optim.lr': expected key=value"),
     Case("train-set-out-of-range", ["train", "Hallway", "--set", "optim.lr=-1"], "optim.lr must be > 0, got -1.0"),
+    Case("train-set-bad-precision", ["train", "Hallway", "--set", "optim.precision=fp16"],
+         "optim.precision must be one of auto, fp32, bf16, got 'fp16'"),
     Case("train-set-bad-layer", ["train", "Hallway", "--set", "memory.heads=[[9, 0]]"],
          "memory.heads: (9, 0) is out of range for 4 layers x 2 heads"),
     Case("train-set-bad-head", ["train", "Hallway", "--set", "memory.heads=[[0, 2]]"],

@@ -99,6 +99,29 @@ def test_fraction_zero_gives_the_vanilla_gradients(demo):
     assert any(not torch.allclose(g1[n], gv[n]) for n in gv)
 
 
+@pytest.mark.parametrize("precision, dtype", [("auto", torch.float32), ("fp32", torch.float32),
+                                              ("bf16", torch.bfloat16)])
+def test_precision_sets_the_cpu_training_arithmetic(demo, precision, dtype, tmp_path):
+    """auto and fp32 train in float32 on the CPU; bf16 autocasts the forward pass to bfloat16 there (AMX CPUs),
+    gradients float32 like the weights (the supervised attention stays float32: test_model's autocast test).
+    A bf16 run trains: finite losses, falling over the epochs, and evaluation (float32) runs."""
+    cfg = config(**{"optim.precision": precision})
+    torch.manual_seed(0)
+    model = training.build_model(cfg, 7)
+    step = training.Stepper(cfg, model, torch.device("cpu"))
+    pairs = datasets.annotations(demo, 1.0, 0, cfg.data.noise)
+    out = step(datasets.make_batch(demo, np.arange(8), pairs))
+    assert out["logits"].dtype == dtype
+    assert torch.isfinite(out["loss"]) and "memory_loss" in out
+    out["loss"].backward()
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+    if precision == "bf16":
+        losses = []
+        training.train(config(**{"optim.precision": "bf16", "optim.epochs": 6, "model.dropout": 0.0}), demo,
+                       tmp_path, report=lambda m, epoch, path: losses.append(m["train/loss"]))
+        assert len(losses) == 6 and all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
+
+
 def test_evaluation_is_deterministic_and_counts_episodes(demo):
     cfg = config()
     torch.manual_seed(0)

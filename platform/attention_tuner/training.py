@@ -62,7 +62,8 @@ class Stepper:
     def __init__(self, cfg: TrialConfig, model: AttentionTuner, device: torch.device):
         self.cfg, self.model, self.device = cfg, model, device
         self.encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, device)
-        self.amp = device.type == "cuda"
+        precision = cfg.optim.precision
+        self.amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")  # bfloat16 autocast
 
     def __call__(self, batch: datasets.Batch) -> dict[str, torch.Tensor]:
         cfg, dev = self.cfg, self.device
