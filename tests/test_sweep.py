@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,10 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
     assert list(store.glob("tiny-*/trials/*/checkpoint/checkpoint.pt")), "no checkpoint within the time limit"
     done = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
+    # the terminal shows a line per trial event, not Tune's tables of every trial's configuration
+    assert "started with configuration" not in done.stdout and "Trial status" not in done.stdout
+    assert re.search(r"^\[\d\d:\d\d\] \S+ finished \(\d/2 done\), epoch 4: success", done.stdout, re.M), \
+        done.stdout[-2000:]
     c, runs = mlflow_runs(uri, "tiny")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -194,3 +199,34 @@ def test_the_printed_table_keeps_annotated_fractions_apart_from_full_annotation(
     assert "| MortarMayhem | attention_tuner | 0.50 ± 0.00 | 3 |" in summary
     assert "| MortarMayhem | attention_tuner (fraction 0.1) | 0.50 ± 0.00 | 3 |" in summary
     assert "| Ordering | vanilla | 0.50 ± 0.00 | 3 |" in summary
+
+
+def test_progress_prints_one_line_per_trial_event():
+    """A sweep's terminal output: one line when a trial starts, at each evaluation, when it ends or fails;
+    epochs without an evaluation print nothing."""
+    from types import SimpleNamespace
+
+    from attention_tuner.progress import Progress, describe
+
+    now = [0.0]
+    lines: list[str] = []
+    p = Progress(2, clock=lambda: now[0], out=lambda text, flush: lines.append(text))
+    ok = SimpleNamespace(config={"trial": {"key": "000-Ordering-vanilla-0"}}, last_result=None)
+    bad = SimpleNamespace(config={"trial": {"key": "001-Ordering-attention_tuner-0"}}, last_result=None,
+                          error_file="/x/error.txt")
+    p.setup()
+    p.on_trial_start(0, [], ok)
+    now[0] = 61.0
+    p.on_trial_result(1, [], ok, {"epoch": 1, "val/accuracy": 0.5})  # no evaluation: silent
+    p.on_trial_result(2, [], ok, {"epoch": 2, "eval/success_rate": 0.25, "val/accuracy": 0.75})
+    ok.last_result = {"epoch": 2, "eval/success_rate": 0.25, "val/accuracy": 0.75}
+    p.on_trial_complete(3, [], ok)
+    p.on_trial_error(4, [], bad)
+    assert lines == [
+        "[00:00] 000-Ordering-vanilla-0 started",
+        "[01:01] 000-Ordering-vanilla-0 epoch 2: success 0.25, held-out accuracy 0.75",
+        "[01:01] 000-Ordering-vanilla-0 finished (1/2 done), epoch 2: success 0.25, held-out accuracy 0.75",
+        "[01:01] 001-Ordering-attention_tuner-0 FAILED (2/2 done); error file: /x/error.txt",
+    ]
+    assert describe({"training_iteration": 7, "eval/mean_return": 0.5}) == "iteration 7: return 0.50"
+    assert describe({}) == "result"

@@ -305,7 +305,11 @@ def ray_address() -> str | None:
 
 def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, storage: str | None = None,
         extra: dict[str, Any] | None = None, verbose: int = 1) -> list[dict[str, Any]]:
-    """Generate the datasets, run the trials with Ray Tune, return one row per trial."""
+    """Generate the datasets, run the trials with Ray Tune, return one row per trial.
+
+    verbose: 0 prints only the final table; 1 adds a line per trial event (`progress.Progress`); 2 adds Ray
+    Tune's own tables (each trial's configuration, results, status every few seconds).
+    """
     # Everything a user can get wrong is checked before anything is imported, created or started.
     ts = trials(spec, extra)
     if any(t.config.algorithm == "ppo_lstm" for t in ts):
@@ -325,6 +329,8 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     address = None if connected else ray_address()
     import ray
     from ray import tune
+
+    from attention_tuner.progress import Progress
 
 
     root.mkdir(parents=True, exist_ok=True)
@@ -362,7 +368,8 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
             tune_config=tune.TuneConfig(reuse_actors=False, trial_name_creator=_trial_name,
                                         trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(
-                name="tune", storage_path=str(home), verbose=verbose,
+                name="tune", storage_path=str(home), verbose=1 if verbose >= 2 else 0,
+                callbacks=[Progress(len(ts))] if verbose >= 1 else None,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),
@@ -436,6 +443,8 @@ def build_parser(prog: str = "sweep") -> argparse.ArgumentParser:
     ap.add_argument("--storage", help="folder for Tune results, trials and datasets (default $ATTENTION_TUNER_STORAGE or runs/sweeps)")
     ap.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
                     help="override applied to every trial (e.g. optim.epochs=1 for a smoke run)")
+    ap.add_argument("--tune-output", action="store_true",
+                    help="also print Ray Tune's own tables (every trial's configuration and results)")
     return ap
 
 
@@ -450,7 +459,8 @@ def execute(spec: SweepSpec, args: argparse.Namespace) -> int:
         storage_root(args.storage)
         print(dry_run(spec, ts))
         return 0
-    rows = run(spec, resume=args.resume, tracking_uri=args.tracking_uri, storage=args.storage, extra=extra)
+    rows = run(spec, resume=args.resume, tracking_uri=args.tracking_uri, storage=args.storage, extra=extra,
+               verbose=2 if args.tune_output else 1)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
