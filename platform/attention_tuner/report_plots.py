@@ -108,7 +108,7 @@ def learning_curves(uri: str, rows: list[TrialRow], path: Path, x_metric: str | 
     (the RL baseline: perf/env_steps); one line per trial in its method's colour, one panel per task."""
     c = tracking.client(uri)
     tasks = sorted({r.task for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False, layout="constrained")
     for ax, task in zip(axes[0], tasks, strict=True):
         named: set[str] = set()  # one legend entry per method; its seeds share the colour
         for r in (r for r in rows if r.task == task):
