@@ -182,6 +182,15 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
         for name in impls:
             runs[name].append(timed(lambda n=name: one_pass(n)))
 
+    profile = ""
+    if args.profile:  # where ours spends a pass, by operator (not timed: the profiler slows small operations)
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            one_pass("ours")
+        profile = ("\nours, one pass under torch.profiler, operators by self CPU time:\n\n```\n"
+                   + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15) + "\n```\n")
     real = float(sum(b.mask.sum() for b in batches))
     useful = 3 * sum(forward_flops(int(n), ours) for b in batches for n in b.mask.sum(1))
     counted = 3 * sum(len(b.index) * forward_flops(T_max, ours, causal=False, head_all=True) for b in batches)
@@ -207,7 +216,7 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
              f"padded to {pad_len:.1f} on average, naive to {T_max}); median of {args.repeats} passes; "
              f"matmul peak {peak / 1e9:.1f} GFLOP/s; parameters + Adam state {3 * 4 * n_params / 2**20:.0f} MB "
              f"for both; max |difference| of logits and supervised attention, naive vs ours: {diff:.1e}\n")
-    return title + "\n" + rows_table(header, rows) + "\n"
+    return title + "\n" + rows_table(header, rows) + "\n" + profile
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -329,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="training arithmetic (optim.precision) of both implementations; the peak is measured in "
                          "bfloat16 for bf16")
+    ap.add_argument("--profile", action="store_true", help="also print where ours spends a training pass")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: train, eval")
     ap.add_argument("--data-root", default="datasets", help="dataset root (generated there when missing)")
     args = ap.parse_args(argv)
