@@ -332,7 +332,6 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
 
     from attention_tuner.progress import Progress
 
-
     root.mkdir(parents=True, exist_ok=True)
     home = root / run_name
     home.mkdir(parents=True, exist_ok=True)
