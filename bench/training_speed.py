@@ -298,15 +298,12 @@ def eval_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) -
         rows.append(["closed loop, untrained policy", name, str(counts[name]), f"{results[0]['mean_length']:.1f}",
                      f"{eps[name]:,.2f}", f"{sps:,.0f}", f"{eps[name] / eps['naive']:.1f}x",
                      f"{eps[name] / eps['naive + dedup']:.1f}x"])
-    rates = {}
+    rates = {name: counts[name] / statistics.median(secs) for name, secs in replayed.items()}
     for name, secs in replayed.items():
         n_steps = sum(len(a) for _, a in reps[name])
-        t = statistics.median(secs)
-        rates[name] = counts[name] / t
         rows.append(["replay of expert episodes", name, str(counts[name]), f"{n_steps / counts[name]:.1f}",
-                     f"{rates[name]:,.2f}", f"{n_steps / t:,.0f}", f"{rates[name] / rates['naive']:.1f}x", ""])
-    for row in rows[len(closed):]:
-        row[-1] = f"{rates[row[1]] / rates['naive + dedup']:.1f}x"
+                     f"{rates[name]:,.2f}", f"{n_steps / statistics.median(secs):,.0f}",
+                     f"{rates[name] / rates['naive']:.1f}x", f"{rates[name] / rates['naive + dedup']:.1f}x"])
     with torch.inference_mode():  # how often ours found an observation's encoding in its memo (not timed)
         policy = TransformerPolicy(ours, TASK)
         closed_loop(policy, TASK, kwargs, N, N)

@@ -270,6 +270,7 @@ class Block(nn.Module):
         self.fused = [h for h in range(n_heads) if h not in self.explicit]
         # put head outputs back in head order after computing [explicit..., fused...]
         self.unperm = torch.argsort(torch.tensor(self.explicit + self.fused)).tolist()
+        self._reorder = self.unperm != list(range(n_heads))  # explicit heads not first: outputs need re-ordering
         # the same heads as slices where they are contiguous (views, no gather copy)
         self._e, self._f = _head_index(self.explicit), _head_index(self.fused)
 
@@ -299,8 +300,8 @@ class Block(nn.Module):
         if self.fused:
             f = self._f
             y = torch.cat((y, F.scaled_dot_product_attention(q[:, f], k[:, f], v[:, f], is_causal=True)), dim=1)
-            if self.unperm != sorted(self.unperm):  # explicit heads not first: back to head order
-                y = y[:, self.unperm]  # (B, nh, L, hs)
+            if self._reorder:
+                y = y[:, self.unperm]  # (B, nh, L, hs), back in head order
         return self._out(x, y), att
 
     def step(self, x: torch.Tensor, cache: KVCache, layer: int, last_only: bool = False) -> torch.Tensor:
