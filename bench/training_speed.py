@@ -19,7 +19,8 @@ FLOPs are an analytic count of the matrix multiplications only (convolutions, li
 and weighted values; no LayerNorm, softmax or element-wise work), per real step: "useful" counts the real
 tokens only and causal attention (query i against its i + 1 keys); "as the reference counts" counts what the
 naive computes: every padded step, full L x L attention matrices and the output layer on every token.
-Training is 3x the forward count. The peak is the median rate of an NxN torch.matmul (--matmul) in the
+Training is 3x the forward count. Both implementations run in one process with the same allocator settings
+(--malloc). The peak is the median rate of an NxN torch.matmul (--matmul) in the
 training precision on the same --threads. Timings are medians of --repeats timed passes after one warm-up pass,
 ours and the naives interleaved; run on an otherwise idle machine.
 """
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from attention_tuner import datasets, demos
+from attention_tuner.allocator import keep_freed_memory
 from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
 from attention_tuner.evaluation import EncodingMemo, TransformerPolicy, closed_loop, evaluate
 from attention_tuner.model import AttentionTuner
@@ -68,6 +70,10 @@ def matmul_peak(n: int, repeats: int = 5, dtype: torch.dtype = torch.float32) ->
         torch.matmul(a, b)
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times)
+
+
+def peak_dtype(args) -> torch.dtype:
+    return torch.bfloat16 if args.precision == "bf16" else torch.float32
 
 
 def forward_flops(T: int, model: AttentionTuner, causal: bool = True, head_all: bool = False) -> float:
@@ -130,7 +136,7 @@ def trial_config(args, size: str) -> TrialConfig:
                        optim=OptimConfig(batch_size=batch, precision=args.precision))
 
 
-def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, peak: float) -> str:
+def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) -> str:
     cfg = trial_config(args, size)
     kwargs = cfg.task.kwargs
     T_max = max_episode_len(TASK, kwargs)
@@ -178,9 +184,12 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
             out = steps[name](bs[0])
         out["loss"].backward()
         saved[name] = sb.bytes / 2**20
+    peaks = []  # the matmul peak measured again before each round of passes: this shared machine's drifts
     for _ in range(args.repeats):
+        peaks.append(matmul_peak(args.matmul, dtype=peak_dtype(args)))
         for name in impls:
             runs[name].append(timed(lambda n=name: one_pass(n)))
+    peak = statistics.median(peaks)
 
     profile = ""
     if args.profile:  # where ours spends a pass, by operator (not timed: the profiler slows small operations)
@@ -214,7 +223,8 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int, 
              f"batch {cfg.optim.batch_size}, {n_params / 1e6:.2f}M parameters ({TASK}-{args.length})\n\n"
              f"{len(batches)} batches a pass ({real:,.0f} real steps, mean episode {mean_len:.1f} steps, ours "
              f"padded to {pad_len:.1f} on average, naive to {T_max}); median of {args.repeats} passes; "
-             f"matmul peak {peak / 1e9:.1f} GFLOP/s; parameters + Adam state {3 * 4 * n_params / 2**20:.0f} MB "
+             f"matmul peak {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)}, one before each round of passes: "
+             f"{min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f}); parameters + Adam state {3 * 4 * n_params / 2**20:.0f} MB "
              f"for both; max |difference| of logits and supervised attention, naive vs ours: {diff:.1e}\n")
     return title + "\n" + rows_table(header, rows) + "\n" + profile
 
@@ -335,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="training arithmetic (optim.precision) of both implementations; the peak is measured in "
                          "bfloat16 for bf16")
+    ap.add_argument("--malloc", default="keep", choices=["keep", "default"],
+                    help="keep: glibc keeps freed memory for reuse (allocator.keep_freed_memory, what training "
+                         "does since 2026-12-03), for both implementations; default: glibc's own behaviour")
     ap.add_argument("--profile", action="store_true", help="also print where ours spends a training pass")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: train, eval")
     ap.add_argument("--data-root", default="datasets", help="dataset root (generated there when missing)")
@@ -343,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.set_defaults(**QUICK)
         args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    kept = args.malloc == "keep" and keep_freed_memory()
     sizes = [s for s in args.sizes.split(",") if s]
     if unknown := set(sizes) - set(SIZES):
         raise SystemExit(f"--sizes: unknown {sorted(unknown)}; choose from {sorted(SIZES)}")
@@ -357,15 +371,15 @@ def main(argv: list[str] | None = None) -> None:
     path = demos.generate(TASK, kwargs, args.episodes, 0, root=args.data_root, actors=0, progress=False)
     data = datasets.load(path)
     n_actions = n_actions_of(TASK, kwargs)
-    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    dtype = peak_dtype(args)
     peak = matmul_peak(args.matmul, dtype=dtype)
     print(f"{TASK}-{args.length}: {len(data)} expert episodes (mean {data.lengths.mean():.1f} steps, longest "
           f"{data.lengths.max()}); torch {torch.__version__}, {torch.get_num_threads()} threads; training precision "
-          f"{args.precision}; {str(dtype).removeprefix('torch.')} {args.matmul}x{args.matmul} matmul peak "
+          f"{args.precision}; malloc {'keeps freed memory' if kept else 'default'}; {str(dtype).removeprefix('torch.')} {args.matmul}x{args.matmul} matmul peak "
           f"{peak / 1e9:.1f} GFLOP/s\n", flush=True)
     for size in sizes:
         if "train" not in skip:
-            print(train_bench(args, size, data, n_actions, peak), flush=True)
+            print(train_bench(args, size, data, n_actions), flush=True)
         if "eval" not in skip:
             print(eval_bench(args, size, data, n_actions), flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

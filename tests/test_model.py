@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from attention_tuner.model import OBS_SHAPES, AttentionTuner
+from attention_tuner.model import DEDUP_MIN, OBS_SHAPES, AttentionTuner, encode_unique, unique_rows
 
 A = 7  # MiniGrid's action count
 
@@ -229,6 +229,34 @@ def test_encoders_equal_the_channel_first_reference_in_values_and_gradients(obs_
     ref = torch.tanh(enc.fc(enc.cnn(x).contiguous().flatten(1)))
     grads_ref = torch.autograd.grad(ref.square().sum(), params)
     out = enc(obs)
+    grads = torch.autograd.grad(out.square().sum(), params)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+    for g, r in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
+
+
+def test_unique_rows_equals_torch_unique_in_order_and_inverse():
+    """The CPU path (rows compared as byte strings by NumPy) gives torch.unique(dim=0)'s result exactly:
+    unsigned byte order (255 sorts last), any strides."""
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 3, (300, 6), generator=g).to(torch.uint8)  # many repeated rows
+    rows[5, 0], rows[9, 3] = 255, 128
+    for r in (rows, rows[::2], rows.t().contiguous().t()):  # contiguous, strided, column-major
+        u, inv = unique_rows(r)
+        tu, tinv = torch.unique(r, dim=0, return_inverse=True)
+        assert torch.equal(u, tu) and torch.equal(inv, tinv) and inv.dtype == torch.int64
+
+
+def test_encode_unique_equals_the_encoder_on_every_row_in_values_and_gradients():
+    """Deduplication is invisible: each row is its observation's encoding, and each parameter's gradient is
+    the one of running the encoder on all rows (the duplicates' gradients summed)."""
+    enc = small().obs_enc
+    distinct = batch(1, 20)[0][0]  # (20, 7, 7, 3)
+    obs = distinct[torch.randint(0, 20, (DEDUP_MIN + 36,), generator=torch.Generator().manual_seed(1))]
+    params = list(enc.parameters())
+    ref = enc(obs)
+    grads_ref = torch.autograd.grad(ref.square().sum(), params)
+    out = encode_unique(enc, obs)
     grads = torch.autograd.grad(out.square().sum(), params)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     for g, r in zip(grads, grads_ref, strict=True):

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from attention_tuner import checkpoint, datasets, demos, plots, training
+from attention_tuner.allocator import keep_freed_memory
 from attention_tuner.config import TrialConfig, supervised_heads, to_dict
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
@@ -38,7 +39,11 @@ def run_trial(
 ) -> dict[str, Any]:
     """Train ``cfg`` in ``run_dir``: the Transformer on its dataset (generated under ``data_root`` when missing),
     or the RL baseline (algorithm ppo_lstm, no dataset). Returns the final metrics, the artifacts to keep (the
-    pictures, the final checkpoint) and the dataset manifest (None for the RL baseline)."""
+    pictures, the final checkpoint) and the dataset manifest (None for the RL baseline).
+
+    The process's allocator is set to keep freed memory for the next step (`allocator.keep_freed_memory`):
+    training re-allocates the same large activations every step."""
+    keep_freed_memory()
     run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
     demos.atomic_write_bytes(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())

@@ -1,0 +1,106 @@
+"""Training speed and resident memory with glibc's default malloc and with `allocator.keep_freed_memory`.
+
+    .venv/bin/python bench/allocator.py                           # paper and CPU sizes, 12 batches, 2 rounds
+    .venv/bin/python bench/allocator.py --sizes cpu --batches 40
+
+Each (size, allocator) runs in its own process (the setting is per process), the two allocators alternating
+over --rounds rounds. A process trains our model alone (forward + backward + Adam, memory loss on head (0, 0)),
+on the first --batches batches of a shuffled, length-bucketed epoch of Hallway-30, as `training.train` cuts
+them. Prints the median seconds per batch after the first (warm-up) batch, the process's user and system CPU
+time, its resident memory after the first batch and after the last, and its high-water mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+SIZES = {"paper": (512, 4, 2, 2048, 64), "cpu": (128, 2, 2, 256, 32)}  # as bench/training_speed.py
+
+
+def rss_mb() -> float:
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child(size: str, mode: str, batches: int, threads: int, episodes: int, data_root: str) -> dict:
+    import numpy as np
+    import torch
+
+    from attention_tuner import datasets, demos
+    from attention_tuner.allocator import keep_freed_memory
+    from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
+    from attention_tuner.training import Stepper, build_model, n_actions_of
+
+    kept = keep_freed_memory() if mode == "keep" else False
+    torch.set_num_threads(threads)
+    kwargs = {"length": 30}
+    data = datasets.load(demos.generate("Hallway", kwargs, episodes, 0, root=data_root, actors=0, progress=False))
+    d, n_layers, n_heads, d_ff, batch = SIZES[size]
+    cfg = TrialConfig(task=TaskConfig("Hallway", kwargs),
+                      model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
+                      optim=OptimConfig(batch_size=batch))
+    torch.manual_seed(0)
+    model = build_model(cfg, n_actions_of("Hallway", kwargs))
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    step = Stepper(cfg, model, torch.device("cpu"))
+    epoch = datasets.batches(data, np.arange(len(data)), data.pairs, batch, np.random.default_rng(0))
+    times, rss, samples = [], [], 0
+    t_cpu = os.times()
+    for _, b in zip(range(batches), epoch, strict=False):
+        t0 = time.perf_counter()
+        out = step(b)
+        optim.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optim.step()
+        times.append(time.perf_counter() - t0)
+        rss.append(rss_mb())
+        samples += int(b.mask.sum()) if len(times) > 1 else 0
+    t_end = os.times()
+    return {"kept": kept, "s_per_batch": statistics.median(times[1:]), "samples_per_s": samples / sum(times[1:]),
+            "user": t_end.user - t_cpu.user, "sys": t_end.system - t_cpu.system, "rss_first": rss[0],
+            "rss_last": rss[-1], "rss_max": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="paper,cpu")
+    ap.add_argument("--batches", type=int, default=12, help="batches a process trains (the first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (median over them)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--episodes", type=int, default=4000, help="Hallway-30 expert episodes in the dataset")
+    ap.add_argument("--data-root", default="datasets")
+    ap.add_argument("--child", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(*args.child, args.batches, args.threads, args.episodes, args.data_root)))
+        return
+    print(f"Hallway-30, {args.episodes} episodes, {args.batches} batches a process, {args.threads} threads, "
+          f"median of {args.rounds} alternating rounds\n")
+    print("| size | malloc | s/batch | samples/s | user s | system s | RSS after batch 1 (MB) | RSS after the last | "
+          "peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size in args.sizes.split(","):
+        res: dict[str, list[dict]] = {"default": [], "keep": []}
+        for _ in range(args.rounds):
+            for mode in res:
+                cmd = [sys.executable, __file__, "--child", size, mode, "--batches", str(args.batches),
+                       "--threads", str(args.threads), "--episodes", str(args.episodes),
+                       "--data-root", args.data_root]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                res[mode].append(json.loads(out.strip().splitlines()[-1]))
+        for mode, runs in res.items():
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "kept"}
+            label = "keep_freed_memory" if runs[0]["kept"] else mode
+            print(f"| {size} | {label} | {med['s_per_batch']:.3f} | {med['samples_per_s']:,.0f} | {med['user']:.1f} | "
+                  f"{med['sys']:.1f} | {med['rss_first']:,.0f} | {med['rss_last']:,.0f} | {med['rss_max']:,.0f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The process's memory allocator: keep freed memory for reuse instead of handing it back to the OS.
+
+glibc's ``malloc`` serves every block over its mmap threshold (at most 32 MB) with a fresh ``mmap`` and
+unmaps it on ``free``, and gives the free top of its heap back above a trim threshold. A training step
+allocates and frees the same large activations every step (at the paper's size, 88 MB per feed-forward
+activation), so each step page-faults and zeroes them again: system time, not compute. `keep_freed_memory`
+turns both off for the calling process, so freed blocks stay in the heap and the next step reuses them. Nothing
+else changes: the same allocations, the same results; the process's resident memory stays at its high-water
+mark instead of shrinking between steps. Measured in docs/performance.md (`bench/training_speed.py --malloc`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# mallopt parameters of glibc's <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+TRIM_THRESHOLD = 2**31 - 1  # bytes: mallopt takes an int; 2 GiB of free heap top is still given back
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc from unmapping freed blocks and trimming the heap, for this process; True if it took effect.
+
+    A no-op returning False where the C library is not glibc (macOS, musl): those allocators keep their own
+    caches. Safe to call more than once; affects allocations made after the call.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)  # the C library already loaded into this process
+        mallopt, version = libc.mallopt, libc.gnu_get_libc_version
+    except (OSError, AttributeError):
+        return False
+    del version  # present only in glibc: musl's mallopt is a stub
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
