@@ -67,7 +67,9 @@ class NaiveAttentionTuner(AttentionTuner):
             return super()._embed_obs(obs)
         return self.obs_enc(obs.reshape(-1, *self.obs_shape)).view(*obs.shape[:-3], self.d_model)  # (..., C)
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """As `AttentionTuner.forward`; mask is ignored: every padded step is computed, as the reference does."""
         B, T = actions.shape
         C, nh = self.d_model, self.n_heads
         pe = sinusoid(torch.arange(T, device=obs.device), C)  # (T, C)
@@ -79,10 +81,10 @@ class NaiveAttentionTuner(AttentionTuner):
         weights = []
         for block in self.blocks:
             assert isinstance(block, Block)
-            q, k, v = block._qkv(x)  # 3 x (B, nh, L, hs)
+            q, k, v = block._qkv(x, None)  # 3 x (B, nh, L, hs)
             att = ((q @ k.transpose(-2, -1)) / math.sqrt(C // nh) + mask).softmax(dim=-1)  # (B, nh, L, L)
             weights.append(att)
-            x = block._out(x, att @ v)
+            x = block._out(x, att @ v, None)
         logits = self.head(x).view(B, T, 2, self.n_actions)[:, :, 0]  # every token, then o_t's rows
         if not self.supervised:
             return logits, None

@@ -263,6 +263,31 @@ def test_encode_unique_equals_the_encoder_on_every_row_in_values_and_gradients()
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("supervised", [((0, 0),), ((0, 1), (1, 0)), ()])
+def test_packed_forward_equals_the_padded_one_on_real_steps_in_values_and_gradients(supervised):
+    """With a mask the layers run on real tokens only (`Packing`); real steps' logits, the supervised attention
+    among real tokens and every parameter's gradient of a loss on them equal the padded computation."""
+    net = small(supervised=supervised)
+    obs, act = batch(3, 6)
+    mask = torch.arange(6)[None] < torch.tensor([6, 3, 1])[:, None]  # (3, 6): lengths 6, 3 and 1
+    tok = mask.repeat_interleave(2, dim=1)
+    real = tok[:, None, :, None] & tok[:, None, None, :]  # (B, 1, L, L): real query x real key
+    params = list(net.parameters())
+
+    def run(m):
+        logits, attn = net(obs, act, m)
+        loss = logits[mask].square().sum() + (0 if attn is None else (attn * real).square().sum())
+        return logits[mask], None if attn is None else attn * real, torch.autograd.grad(loss, params)
+
+    ref_logits, ref_attn, ref_grads = run(None)
+    logits, attn, grads = run(mask)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-5)
+    if supervised:
+        torch.testing.assert_close(attn, ref_attn, rtol=0, atol=1e-6)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+
+
 def test_training_mode_gradients_reach_supervised_attention():
     net = small(supervised=((1, 0),)).train()
     logits, attn = net(*batch(2, 5))
@@ -326,6 +351,10 @@ def test_invalid_inputs_raise():
         net(obs[..., :2], act)
     with pytest.raises(ValueError, match="actions must have shape"):
         net(obs, act[:, :2])
+    with pytest.raises(ValueError, match="mask must be a bool tensor"):
+        net(obs, act, torch.ones(2, 3))
+    with pytest.raises(ValueError, match="prefix of each row"):
+        net(obs, act, torch.tensor([[True, False, True], [True, True, True]]))
     cache = net.new_cache(2)
     with pytest.raises(ValueError, match="None at the first step"):
         net.step(cache, obs[:, 0], act[:, 0])

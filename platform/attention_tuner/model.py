@@ -263,6 +263,31 @@ class KVCache:
         self.batch_size = len(keep)
 
 
+class Packing:
+    """Where the real tokens of a right-padded batch (B, L) sit, to run the position-wise layers on them only.
+
+    Every layer but attention works token by token (projections, feed-forward, LayerNorm, dropout), so it runs
+    on the real tokens packed into (N, C), N = real tokens of the batch: no compute goes to padding. Attention
+    needs the (B, L) layout: `pad` puts the packed rows back in place with zeros at the padding, `pack` takes
+    them out again. Padding sits after every real token of its row, so causal attention never lets a real
+    token see it: real tokens' outputs are the same as in the padded computation.
+    """
+
+    def __init__(self, token_mask: torch.Tensor):
+        B, L = token_mask.shape
+        self.B, self.L = B, L
+        self.index = token_mask.reshape(-1).nonzero().squeeze(1)  # (N,) flat positions in B * L
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (N, D): the real tokens."""
+        return x.reshape(self.B * self.L, x.shape[-1]).index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (B, L, D), zeros at the padding."""
+        out = x.new_zeros(self.B * self.L, x.shape[-1]).index_copy(0, self.index, x)
+        return out.view(self.B, self.L, x.shape[-1])
+
+
 def _head_index(heads: list[int]) -> slice | list[int]:
     """Index of these heads along the head dimension: a slice when they are contiguous, else the list."""
     if heads and heads == list(range(heads[0], heads[-1] + 1)):
@@ -290,21 +315,26 @@ class Block(nn.Module):
         # the same heads as slices where they are contiguous (views, no gather copy)
         self._e, self._f = _head_index(self.explicit), _head_index(self.fused)
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, L, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        return tuple(z.view(B, L, self.nh, C // self.nh).transpose(1, 2) for z in (q, k, v))  # 3 x (B, nh, L, hs)
+    def _qkv(self, x: torch.Tensor, packing: Packing | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        qkv = self.qkv(x) if packing is None else packing.pad(self.qkv(x))  # (B, L, 3C)
+        B, L, C3 = qkv.shape
+        C = C3 // 3
+        return tuple(z.view(B, L, self.nh, C // self.nh).transpose(1, 2) for z in qkv.split(C, dim=2))  # (B, nh, L, hs)
 
-    def _out(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _out(self, x: torch.Tensor, y: torch.Tensor, packing: Packing | None) -> torch.Tensor:
         B, nh, L, hs = y.shape
-        x = self.ln1(x + self.proj(y.transpose(1, 2).reshape(B, L, nh * hs)))
+        y = y.transpose(1, 2).reshape(B, L, nh * hs)
+        x = self.ln1(x + self.proj(y if packing is None else packing.pack(y)))
         return self.ln2(x + self.ff(x))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        B, L, C = x.shape
-        q, k, v = self._qkv(x)
+    def forward(self, x: torch.Tensor, packing: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, L, C), or the real tokens (N, C) of ``packing``'s batch -> the same shape, and the explicit
+        heads' attention probabilities (B, n_explicit, L, L) or None."""
+        q, k, v = self._qkv(x, packing)
+        B, nh, L, hs = q.shape
+        C = nh * hs
         if not self.explicit:
-            return self._out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True)), None
+            return self._out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True), packing), None
         e = self._e
         # explicit heads in float32 even under autocast: the memory loss takes log of these probabilities
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -318,7 +348,7 @@ class Block(nn.Module):
             y = torch.cat((y, F.scaled_dot_product_attention(q[:, f], k[:, f], v[:, f], is_causal=True)), dim=1)
             if self._reorder:
                 y = y[:, self.unperm]  # (B, nh, L, hs), back in head order
-        return self._out(x, y), att
+        return self._out(x, y, packing), att
 
     def step(self, x: torch.Tensor, cache: KVCache, layer: int, last_only: bool = False) -> torch.Tensor:
         """New tokens x (B, n, C) attend to the cached ones and causally to each other.
@@ -415,26 +445,42 @@ class AttentionTuner(nn.Module):
                              f"for obs_mode={self.obs_mode!r}, got {tuple(obs.shape)}")
 
     # --- full sequence ----------------------------------------------------------------------------------
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """obs (B, T, *obs_shape) uint8, actions (B, T) int -> logits (B, T, A), attn (B, S, 2T, 2T) or None.
 
         attn holds float32 softmax probabilities of the supervised heads in the order given (zero above the
         diagonal). The last action is never seen by any logit (causality); pass anything in range.
+        mask (B, T) bool, True on real steps, each row's real steps first (right padding): the layers then run
+        on the real tokens only (`Packing`). Real steps' logits and the attention among real tokens are the
+        same function as without it; at padded steps the logits and attention rows are meaningless (mask them).
         """
         self._check_obs(obs, 2)
         if actions.dim() != 2 or tuple(actions.shape) != tuple(obs.shape[:2]):
             raise ValueError(f"actions must have shape (B, T) = {tuple(obs.shape[:2])}, got {tuple(actions.shape)}")
         B, T = actions.shape
         C = self.d_model
+        packing = None
+        if mask is not None:
+            if mask.dtype != torch.bool or tuple(mask.shape) != (B, T):
+                raise ValueError(f"mask must be a bool tensor of shape (B, T) = {(B, T)}, got {mask.dtype} "
+                                 f"{tuple(mask.shape)}")
+            if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+                raise ValueError("mask must be True on a prefix of each row (real steps first, then padding)")
+            packing = Packing(mask.repeat_interleave(2, dim=1))  # o_t and a_t share step t's flag
         pe = sinusoid(torch.arange(T, device=obs.device), C)  # (T, C): PE(t) for both o_t and a_t
         o = self._embed_obs(obs) + pe  # (B, T, C)
         a = self._embed_act(actions) + pe  # (B, T, C)
         x = torch.stack((o, a), dim=2).view(B, 2 * T, C)  # (B, 2T, C): o_t at 2t, a_t at 2t + 1
+        if packing is not None:
+            x = packing.pack(x)  # (N, C): the real tokens
         x = self.drop(self.ln_emb(x))
         atts = []
         for block in self.blocks:
-            x, att = block(x)
+            x, att = block(x, packing)
             atts.append(att)  # (B, n_explicit, 2T, 2T) or None
+        if packing is not None:
+            x = packing.pad(x)  # (B, 2T, C)
         logits = self.head(x[:, 0::2])  # (B, T, A): a_t predicted at observation token 2t
         if not self.supervised:
             return logits, None

@@ -72,7 +72,7 @@ class Stepper:
         mask = torch.from_numpy(batch.mask).to(dev)  # (B, T)
         annotated = torch.from_numpy(batch.annotated).to(dev)  # (B,)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, attn = self.model(obs, actions)  # (B, T, A), (B, S, 2T, 2T) | None
+            logits, attn = self.model(obs, actions, mask)  # (B, T, A), (B, S, 2T, 2T) | None
         a_loss, acc = losses.action_loss(logits.float(), actions, mask)
         out = {"action_loss": a_loss, "accuracy": acc, "loss": a_loss}
         if attn is not None and bool(annotated.any()):
