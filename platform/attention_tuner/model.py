@@ -451,9 +451,10 @@ class AttentionTuner(nn.Module):
 
         attn holds float32 softmax probabilities of the supervised heads in the order given (zero above the
         diagonal). The last action is never seen by any logit (causality); pass anything in range.
-        mask (B, T) bool, True on real steps, each row's real steps first (right padding): the layers then run
-        on the real tokens only (`Packing`). Real steps' logits and the attention among real tokens are the
-        same function as without it; at padded steps the logits and attention rows are meaningless (mask them).
+        mask (B, T) bool, True on real steps, each row's real steps first (right padding): when the batch has
+        padding, the layers then run on the real tokens only (`Packing`). Real steps' logits and the attention
+        among real tokens are the same function as without it; at padded steps the logits and attention rows
+        are meaningless (mask them).
         """
         self._check_obs(obs, 2)
         if actions.dim() != 2 or tuple(actions.shape) != tuple(obs.shape[:2]):
@@ -467,7 +468,8 @@ class AttentionTuner(nn.Module):
                                  f"{tuple(mask.shape)}")
             if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
                 raise ValueError("mask must be True on a prefix of each row (real steps first, then padding)")
-            packing = Packing(mask.repeat_interleave(2, dim=1))  # o_t and a_t share step t's flag
+            if not bool(mask.all()):  # no padding (e.g. fixed-length tasks): nothing to gain
+                packing = Packing(mask.repeat_interleave(2, dim=1))  # o_t and a_t share step t's flag
         pe = sinusoid(torch.arange(T, device=obs.device), C)  # (T, C): PE(t) for both o_t and a_t
         o = self._embed_obs(obs) + pe  # (B, T, C)
         a = self._embed_act(actions) + pe  # (B, T, C)
