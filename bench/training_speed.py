@@ -5,8 +5,8 @@
 
 Prints Markdown tables, one model size after another:
 - training: real (unpadded) steps per second through forward + backward + Adam (action loss + memory loss on
-  head (0, 0), weight 10), ours (batches padded to their longest episode, fused attention except the supervised
-  head) vs the naive (all heads explicit, batches padded to the task's maximum length, every observation
+  head (0, 0), weight 10), ours (projections, feed-forward and norms on the real tokens only, attention over
+  batches padded to their longest episode, fused except the supervised head) vs the naive (all heads explicit, batches padded to the task's maximum length, every observation
   through the encoder) and the naive + dedup (the same, sharing our encoder's deduplication); the useful FLOP
   rate against this CPU's matmul peak (float32, or bfloat16 with --precision bf16); the activation memory
   autograd keeps for the backward pass;
@@ -210,7 +210,7 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
     rows = []
     for name in ("naive", "naive + dedup", "ours"):
         rate = real / med[name]
-        pad = f"{T_max} (task max)" if name != "ours" else "longest in batch"
+        pad = f"{T_max} (task max)" if name != "ours" else "none (attention: longest in batch)"
         as_counted = f"{counted / med[name] / 1e9:.1f}" if name != "ours" else "(same as useful)"
         rows.append([name, pad, f"{rate:,.0f}", f"{med['naive'] / med[name]:.2f}x",
                      f"{med['naive + dedup'] / med[name]:.2f}x",
@@ -221,8 +221,9 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
     pad_len = float(np.mean([b.actions.shape[1] for b in batches]))
     title = (f"### Training, {size} size: d_model {d}, {n_layers} layers, {n_heads} heads, ff {d_ff}, "
              f"batch {cfg.optim.batch_size}, {n_params / 1e6:.2f}M parameters ({TASK}-{args.length})\n\n"
-             f"{len(batches)} batches a pass ({real:,.0f} real steps, mean episode {mean_len:.1f} steps, ours "
-             f"padded to {pad_len:.1f} on average, naive to {T_max}); median of {args.repeats} passes; "
+             f"{len(batches)} batches a pass ({real:,.0f} real steps, mean episode {mean_len:.1f} steps; ours "
+             f"runs its position-wise layers on the real tokens only and its attention padded to "
+             f"{pad_len:.1f} steps on average, the naive everything padded to {T_max}); median of {args.repeats} passes; "
              f"matmul peak {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)}, one before each round of passes: "
              f"{min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f}); parameters + Adam state {3 * 4 * n_params / 2**20:.0f} MB "
              f"for both; max |difference| of logits and supervised attention, naive vs ours: {diff:.1e}\n")

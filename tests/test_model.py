@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import attention_tuner.model as model_module
 from attention_tuner.model import DEDUP_MIN, OBS_SHAPES, AttentionTuner, encode_unique, unique_rows
 
 A = 7  # MiniGrid's action count
@@ -264,9 +265,13 @@ def test_encode_unique_equals_the_encoder_on_every_row_in_values_and_gradients()
 
 
 @pytest.mark.parametrize("supervised", [((0, 0),), ((0, 1), (1, 0)), ()])
-def test_packed_forward_equals_the_padded_one_on_real_steps_in_values_and_gradients(supervised):
+def test_packed_forward_equals_the_padded_one_on_real_steps_in_values_and_gradients(supervised, monkeypatch):
     """With a mask the layers run on real tokens only (`Packing`); real steps' logits, the supervised attention
     among real tokens and every parameter's gradient of a loss on them equal the padded computation."""
+    monkeypatch.setattr(model_module, "PACK_MIN_D_MODEL", 32)  # this small model packs
+    packed = []
+    monkeypatch.setattr(model_module.Packing, "pack", lambda self, x, f=model_module.Packing.pack: packed.append(1)
+                        or f(self, x))
     net = small(supervised=supervised)
     obs, act = batch(3, 6)
     mask = torch.arange(6)[None] < torch.tensor([6, 3, 1])[:, None]  # (3, 6): lengths 6, 3 and 1
@@ -280,7 +285,9 @@ def test_packed_forward_equals_the_padded_one_on_real_steps_in_values_and_gradie
         return logits[mask], None if attn is None else attn * real, torch.autograd.grad(loss, params)
 
     ref_logits, ref_attn, ref_grads = run(None)
+    assert not packed
     logits, attn, grads = run(mask)
+    assert packed, "the masked forward did not pack"
     torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-5)
     if supervised:
         torch.testing.assert_close(attn, ref_attn, rtol=0, atol=1e-6)

@@ -6,7 +6,10 @@ allocates and frees the same large activations every step (at the paper's size, 
 activation), so each step page-faults and zeroes them again: system time, not compute. `keep_freed_memory`
 turns both off for the calling process, so freed blocks stay in the heap and the next step reuses them. Nothing
 else changes: the same allocations, the same results; the process's resident memory stays at its high-water
-mark instead of shrinking between steps. Measured in docs/performance.md (`bench/training_speed.py --malloc`).
+mark instead of shrinking between steps. Measured in docs/performance.md (`bench/training_variants.py`).
+Freed blocks of a size no later request fits can pile up (CPU-size training grew 25% above the default's
+resident memory over two epochs), so `release_freed_memory` hands all free memory back at once: trials call
+it after every epoch.
 """
 
 from __future__ import annotations
@@ -20,19 +23,39 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD = 2**31 - 1  # bytes: mallopt takes an int; 2 GiB of free heap top is still given back
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library if it is glibc, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)  # the C library already loaded into this process
+    except OSError:
+        return None
+    return libc if hasattr(libc, "gnu_get_libc_version") else None  # glibc only (musl's mallopt is a stub)
+
+
 def keep_freed_memory() -> bool:
     """Stop glibc from unmapping freed blocks and trimming the heap, for this process; True if it took effect.
 
     A no-op returning False where the C library is not glibc (macOS, musl): those allocators keep their own
     caches. Safe to call more than once; affects allocations made after the call.
     """
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(None)  # the C library already loaded into this process
-        mallopt, version = libc.mallopt, libc.gnu_get_libc_version
-    except (OSError, AttributeError):
-        return False
-    del version  # present only in glibc: musl's mallopt is a stub
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def release_freed_memory() -> bool:
+    """Give the free memory of glibc's heap back to the OS now (``malloc_trim(0)``); True if glibc did.
+
+    The next allocations page-fault it in again once; call it between epochs, not between steps.
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc.malloc_trim(0)
+    return True

@@ -61,6 +61,10 @@ def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(a[first]), torch.from_numpy(inverse.reshape(-1).astype(np.int64, copy=False))
 
 
+# Narrower models run every layer over the padded batch: there the copies of `Packing` cost more than the
+# padding they skip (bench/training_variants.py on Hallway-30 epoch batches: d_model 128 2-6% slower with
+# packing, d_model 512 5% faster).
+PACK_MIN_D_MODEL = 256
 # Below this many observations, decoding computes the second convolution as one matrix product of the
 # gathered 3x3 neighbourhoods (im2col); PyTorch's own small-batch convolution is slower there.
 IM2COL_MAX = 8
@@ -452,7 +456,7 @@ class AttentionTuner(nn.Module):
         attn holds float32 softmax probabilities of the supervised heads in the order given (zero above the
         diagonal). The last action is never seen by any logit (causality); pass anything in range.
         mask (B, T) bool, True on real steps, each row's real steps first (right padding): when the batch has
-        padding, the layers then run on the real tokens only (`Packing`). Real steps' logits and the attention
+        padding and d_model >= PACK_MIN_D_MODEL, the layers then run on the real tokens only (`Packing`). Real steps' logits and the attention
         among real tokens are the same function as without it; at padded steps the logits and attention rows
         are meaningless (mask them).
         """
@@ -468,7 +472,7 @@ class AttentionTuner(nn.Module):
                                  f"{tuple(mask.shape)}")
             if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
                 raise ValueError("mask must be True on a prefix of each row (real steps first, then padding)")
-            if not bool(mask.all()):  # no padding (e.g. fixed-length tasks): nothing to gain
+            if self.d_model >= PACK_MIN_D_MODEL and not bool(mask.all()):  # no padding: nothing to gain
                 packing = Packing(mask.repeat_interleave(2, dim=1))  # o_t and a_t share step t's flag
         pe = sinusoid(torch.arange(T, device=obs.device), C)  # (T, C): PE(t) for both o_t and a_t
         o = self._embed_obs(obs) + pe  # (B, T, C)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from attention_tuner import checkpoint, datasets, demos, plots, training
-from attention_tuner.allocator import keep_freed_memory
+from attention_tuner.allocator import keep_freed_memory, release_freed_memory
 from attention_tuner.config import TrialConfig, supervised_heads, to_dict
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
@@ -42,7 +42,8 @@ def run_trial(
     pictures, the final checkpoint) and the dataset manifest (None for the RL baseline).
 
     The process's allocator is set to keep freed memory for the next step (`allocator.keep_freed_memory`):
-    training re-allocates the same large activations every step."""
+    training re-allocates the same large activations every step; after each epoch the free part goes back to
+    the OS (`allocator.release_freed_memory`)."""
     keep_freed_memory()
     run = Path(run_dir).resolve()
     run.mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,7 @@ def run_trial(
     metrics_file = run / "metrics.jsonl"
 
     def log(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
+        release_freed_memory()  # once an epoch: what the kept heap no longer uses goes back to the OS
         with open(metrics_file, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if report is not None:

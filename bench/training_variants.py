@@ -1,12 +1,16 @@
-"""Training speed and resident memory with glibc's default malloc and with `allocator.keep_freed_memory`.
+"""Training speed and resident memory on real epoch batches: glibc's default malloc against
+`allocator.keep_freed_memory`, and the model's packing of real tokens (`model.Packing`) on and off.
 
-    .venv/bin/python bench/allocator.py                           # paper and CPU sizes, 12 batches, 2 rounds
-    .venv/bin/python bench/allocator.py --sizes cpu --batches 40
+    .venv/bin/python bench/training_variants.py                           # paper and CPU sizes, 12 batches, 2 rounds
+    .venv/bin/python bench/training_variants.py --sizes cpu --batches 40
 
-Each (size, allocator) runs in its own process (the setting is per process), the two allocators alternating
-over --rounds rounds. A process trains our model alone (forward + backward + Adam, memory loss on head (0, 0)),
+Each (size, variant) runs in its own process (the allocator setting is per process), the variants alternating
+over --rounds rounds. Variants: default malloc with packing, keep_freed_memory with packing (what training
+does), keep_freed_memory without packing (the model called without its mask). A process trains our model alone (forward + backward + Adam, memory loss on head (0, 0)),
 on the first --batches batches of a shuffled, length-bucketed epoch of Hallway-30, as `training.train` cuts
-them. Prints the median seconds per batch after the first (warm-up) batch, the process's user and system CPU
+them. Prints the median seconds per batch after the first (warm-up) batch, samples/s and useful GFLOP/s over
+the batches after the first (FLOPs counted as in bench/training_speed.py, against the mean of a float32
+2048x2048 matmul's rate measured in that process before and after training), the process's user and system CPU
 time, its resident memory after the first batch and after the last, and its high-water mark.
 """
 
@@ -28,7 +32,7 @@ def rss_mb() -> float:
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(size: str, mode: str, batches: int, threads: int, episodes: int, data_root: str) -> dict:
+def child(size: str, variant: str, batches: int, threads: int, episodes: int, data_root: str) -> dict:
     import numpy as np
     import torch
 
@@ -36,7 +40,9 @@ def child(size: str, mode: str, batches: int, threads: int, episodes: int, data_
     from attention_tuner.allocator import keep_freed_memory
     from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
     from attention_tuner.training import Stepper, build_model, n_actions_of
+    from training_speed import forward_flops, matmul_peak
 
+    mode, packing = variant.split("-")
     kept = keep_freed_memory() if mode == "keep" else False
     torch.set_num_threads(threads)
     kwargs = {"length": 30}
@@ -48,9 +54,13 @@ def child(size: str, mode: str, batches: int, threads: int, episodes: int, data_
     torch.manual_seed(0)
     model = build_model(cfg, n_actions_of("Hallway", kwargs))
     optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    if packing == "off":  # the model without its mask: every layer over the padded batch
+        forward = model.forward
+        model.forward = lambda obs, actions, mask=None: forward(obs, actions)  # type: ignore[method-assign]
     step = Stepper(cfg, model, torch.device("cpu"))
     epoch = datasets.batches(data, np.arange(len(data)), data.pairs, batch, np.random.default_rng(0))
-    times, rss, samples = [], [], 0
+    peaks = [matmul_peak(2048)]
+    times, rss, samples, flops = [], [], 0, 0.0
     t_cpu = os.times()
     for _, b in zip(range(batches), epoch, strict=False):
         t0 = time.perf_counter()
@@ -60,9 +70,14 @@ def child(size: str, mode: str, batches: int, threads: int, episodes: int, data_
         optim.step()
         times.append(time.perf_counter() - t0)
         rss.append(rss_mb())
-        samples += int(b.mask.sum()) if len(times) > 1 else 0
+        if len(times) > 1:  # after the warm-up batch
+            samples += int(b.mask.sum())
+            flops += 3 * sum(forward_flops(int(n), model) for n in b.mask.sum(1))
     t_end = os.times()
+    peaks.append(matmul_peak(2048))
+    useful = flops / sum(times[1:])
     return {"kept": kept, "s_per_batch": statistics.median(times[1:]), "samples_per_s": samples / sum(times[1:]),
+            "useful_gflops": useful / 1e9, "peak_pct": 100 * useful / statistics.mean(peaks),
             "user": t_end.user - t_cpu.user, "sys": t_end.system - t_cpu.system, "rss_first": rss[0],
             "rss_last": rss[-1], "rss_max": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -75,29 +90,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--episodes", type=int, default=4000, help="Hallway-30 expert episodes in the dataset")
     ap.add_argument("--data-root", default="datasets")
-    ap.add_argument("--child", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--variants", default="default-on,keep-on,keep-off",
+                    help="comma-separated MALLOC-PACKING pairs: malloc default|keep, packing on|off")
+    ap.add_argument("--child", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(*args.child, args.batches, args.threads, args.episodes, args.data_root)))
         return
     print(f"Hallway-30, {args.episodes} episodes, {args.batches} batches a process, {args.threads} threads, "
           f"median of {args.rounds} alternating rounds\n")
-    print("| size | malloc | s/batch | samples/s | user s | system s | RSS after batch 1 (MB) | RSS after the last | "
+    print("| size | malloc | packing | s/batch | samples/s | useful GFLOP/s | % of peak | user s | system s | RSS after batch 1 (MB) | RSS after the last | "
           "peak RSS |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes.split(","):
-        res: dict[str, list[dict]] = {"default": [], "keep": []}
+        res: dict[str, list[dict]] = {v: [] for v in args.variants.split(",")}
         for _ in range(args.rounds):
-            for mode in res:
-                cmd = [sys.executable, __file__, "--child", size, mode, "--batches", str(args.batches),
+            for variant in res:
+                cmd = [sys.executable, __file__, "--child", size, variant, "--batches", str(args.batches),
                        "--threads", str(args.threads), "--episodes", str(args.episodes),
                        "--data-root", args.data_root]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-                res[mode].append(json.loads(out.strip().splitlines()[-1]))
-        for mode, runs in res.items():
+                res[variant].append(json.loads(out.strip().splitlines()[-1]))
+        for variant, runs in res.items():
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k != "kept"}
+            mode, packing = variant.split("-")
             label = "keep_freed_memory" if runs[0]["kept"] else mode
-            print(f"| {size} | {label} | {med['s_per_batch']:.3f} | {med['samples_per_s']:,.0f} | {med['user']:.1f} | "
+            print(f"| {size} | {label} | {packing} | {med['s_per_batch']:.3f} | {med['samples_per_s']:,.0f} | "
+                  f"{med['useful_gflops']:.1f} | {med['peak_pct']:.0f}% | {med['user']:.1f} | "
                   f"{med['sys']:.1f} | {med['rss_first']:,.0f} | {med['rss_last']:,.0f} | {med['rss_max']:,.0f} |",
                   flush=True)
 
