@@ -77,12 +77,12 @@ class NaiveAttentionTuner(AttentionTuner):
         a = self._embed_act(actions) + pe  # (B, T, C)
         x = self.drop(self.ln_emb(torch.stack((o, a), dim=2).view(B, 2 * T, C)))  # (B, L, C), L = 2T
         L = 2 * T
-        mask = torch.triu(torch.full((L, L), float("-inf"), device=obs.device), diagonal=1)  # additive
+        causal = torch.triu(torch.full((L, L), float("-inf"), device=obs.device), diagonal=1)  # additive
         weights = []
         for block in self.blocks:
             assert isinstance(block, Block)
             q, k, v = block._qkv(x, None)  # 3 x (B, nh, L, hs)
-            att = ((q @ k.transpose(-2, -1)) / math.sqrt(C // nh) + mask).softmax(dim=-1)  # (B, nh, L, L)
+            att = ((q @ k.transpose(-2, -1)) / math.sqrt(C // nh) + causal).softmax(dim=-1)  # (B, nh, L, L)
             weights.append(att)
             x = block._out(x, att @ v, None)
         logits = self.head(x).view(B, T, 2, self.n_actions)[:, :, 0]  # every token, then o_t's rows

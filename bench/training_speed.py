@@ -5,8 +5,8 @@
 
 Prints Markdown tables, one model size after another:
 - training: real (unpadded) steps per second through forward + backward + Adam (action loss + memory loss on
-  head (0, 0), weight 10), ours (projections, feed-forward and norms on the real tokens only, attention over
-  batches padded to their longest episode, fused except the supervised head) vs the naive (all heads explicit, batches padded to the task's maximum length, every observation
+  head (0, 0), weight 10), ours (from d_model 256 on, projections, feed-forward and norms on the real tokens
+  only; attention over batches padded to their longest episode, fused except the supervised head) vs the naive (all heads explicit, batches padded to the task's maximum length, every observation
   through the encoder) and the naive + dedup (the same, sharing our encoder's deduplication); the useful FLOP
   rate against this CPU's matmul peak (float32, or bfloat16 with --precision bf16); the activation memory
   autograd keeps for the backward pass;
@@ -41,7 +41,7 @@ from attention_tuner import datasets, demos
 from attention_tuner.allocator import keep_freed_memory
 from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
 from attention_tuner.evaluation import EncodingMemo, TransformerPolicy, closed_loop, evaluate
-from attention_tuner.model import AttentionTuner
+from attention_tuner.model import PACK_MIN_D_MODEL, AttentionTuner
 from attention_tuner.training import Stepper, build_model, n_actions_of
 from naive_reference import NaiveAttentionTuner, max_episode_len, pad_batch
 from naive_reference import evaluate as naive_evaluate
@@ -157,11 +157,14 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
     naive.eval()
     with torch.no_grad():
         b, T = batches[0], batches[0].actions.shape[1]
-        lo, ao = ours(torch.from_numpy(b.obs), torch.from_numpy(b.actions))
+        m = torch.from_numpy(b.mask)
+        lo, ao = ours(torch.from_numpy(b.obs), torch.from_numpy(b.actions), m)  # as training calls it
         ln, an = naive(torch.from_numpy(padded[0].obs), torch.from_numpy(padded[0].actions))
         assert ao is not None and an is not None
-        m = torch.from_numpy(b.mask)
-        diff = max(float((lo - ln[:, :T])[m].abs().max()), float((ao - an[:, :, : 2 * T, : 2 * T]).abs().max()))
+        tok = m.repeat_interleave(2, dim=1)
+        real = tok[:, None, :, None] & tok[:, None, None, :]  # real query x real key
+        diff = max(float((lo - ln[:, :T])[m].abs().max()),
+                   float(((ao - an[:, :, : 2 * T, : 2 * T]) * real).abs().max()))
     ours.train()
     naive.train()
 
@@ -208,9 +211,11 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
     header = ["implementation", "padded to", "samples/s", "speed-up", "vs naive + dedup", "useful GFLOP/s",
               "useful % of peak", "GFLOP/s as the reference counts", "activations saved, MB/batch"]
     rows = []
+    packs = SIZES[size][0] >= PACK_MIN_D_MODEL  # ours packs the real tokens (model.Packing)
     for name in ("naive", "naive + dedup", "ours"):
         rate = real / med[name]
-        pad = f"{T_max} (task max)" if name != "ours" else "none (attention: longest in batch)"
+        pad = f"{T_max} (task max)" if name != "ours" else (
+            "none (attention: longest in batch)" if packs else "longest in batch")
         as_counted = f"{counted / med[name] / 1e9:.1f}" if name != "ours" else "(same as useful)"
         rows.append([name, pad, f"{rate:,.0f}", f"{med['naive'] / med[name]:.2f}x",
                      f"{med['naive + dedup'] / med[name]:.2f}x",
@@ -222,8 +227,9 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
     title = (f"### Training, {size} size: d_model {d}, {n_layers} layers, {n_heads} heads, ff {d_ff}, "
              f"batch {cfg.optim.batch_size}, {n_params / 1e6:.2f}M parameters ({TASK}-{args.length})\n\n"
              f"{len(batches)} batches a pass ({real:,.0f} real steps, mean episode {mean_len:.1f} steps; ours "
-             f"runs its position-wise layers on the real tokens only and its attention padded to "
-             f"{pad_len:.1f} steps on average, the naive everything padded to {T_max}); median of {args.repeats} passes; "
+             + ("runs its position-wise layers on the real tokens only and its attention padded to " if packs
+                else "pads to ")
+             + f"{pad_len:.1f} steps on average, the naive everything to {T_max}); median of {args.repeats} passes; "
              f"matmul peak {peak / 1e9:.1f} GFLOP/s (median of {len(peaks)}, one before each round of passes: "
              f"{min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f}); parameters + Adam state {3 * 4 * n_params / 2**20:.0f} MB "
              f"for both; max |difference| of logits and supervised attention, naive vs ours: {diff:.1e}\n")

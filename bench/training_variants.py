@@ -5,8 +5,9 @@
     .venv/bin/python bench/training_variants.py --sizes cpu --batches 40
 
 Each (size, variant) runs in its own process (the allocator setting is per process), the variants alternating
-over --rounds rounds. Variants: default malloc with packing, keep_freed_memory with packing (what training
-does), keep_freed_memory without packing (the model called without its mask). A process trains our model alone (forward + backward + Adam, memory loss on head (0, 0)),
+over --rounds rounds. Variants: default malloc with packing, keep_freed_memory with packing, keep_freed_memory
+without packing (packing forced on or off whatever the width; training packs from d_model 256 on,
+`model.PACK_MIN_D_MODEL`). A process trains our model alone (forward + backward + Adam, memory loss on head (0, 0)),
 on the first --batches batches of a shuffled, length-bucketed epoch of Hallway-30, as `training.train` cuts
 them. Prints the median seconds per batch after the first (warm-up) batch, samples/s and useful GFLOP/s over
 the batches after the first (FLOPs counted as in bench/training_speed.py, against the mean of a float32
@@ -36,6 +37,7 @@ def child(size: str, variant: str, batches: int, threads: int, episodes: int, da
     import numpy as np
     import torch
 
+    import attention_tuner.model
     from attention_tuner import datasets, demos
     from attention_tuner.allocator import keep_freed_memory
     from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
@@ -54,9 +56,8 @@ def child(size: str, variant: str, batches: int, threads: int, episodes: int, da
     torch.manual_seed(0)
     model = build_model(cfg, n_actions_of("Hallway", kwargs))
     optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
-    if packing == "off":  # the model without its mask: every layer over the padded batch
-        forward = model.forward
-        model.forward = lambda obs, actions, mask=None: forward(obs, actions)  # type: ignore[method-assign]
+    # packing on or off at any width (the model's own rule packs from d_model PACK_MIN_D_MODEL)
+    attention_tuner.model.PACK_MIN_D_MODEL = 0 if packing == "on" else sys.maxsize
     step = Stepper(cfg, model, torch.device("cpu"))
     epoch = datasets.batches(data, np.arange(len(data)), data.pairs, batch, np.random.default_rng(0))
     peaks = [matmul_peak(2048)]

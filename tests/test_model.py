@@ -295,6 +295,22 @@ def test_packed_forward_equals_the_padded_one_on_real_steps_in_values_and_gradie
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
 
 
+def test_a_mask_without_padding_or_a_narrow_model_takes_the_plain_path_exactly(monkeypatch):
+    """No packing below PACK_MIN_D_MODEL, nor for a batch without padding: bit-for-bit the unmasked pass (so
+    seeded results of the CPU preset and of fixed-length tasks did not move)."""
+    net = small()  # d_model 32
+    obs, act = batch(3, 6)
+    mask = torch.arange(6)[None] < torch.tensor([6, 3, 1])[:, None]
+    ref = net(obs, act)
+    monkeypatch.setattr(model_module.Packing, "__init__", lambda *a: pytest.fail("packed"))
+    for m in (mask, torch.ones(3, 6, dtype=torch.bool)):
+        out = net(obs, act, m)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+    monkeypatch.setattr(model_module, "PACK_MIN_D_MODEL", 32)  # wide enough to pack, but nothing to pack
+    out = net(obs, act, torch.ones(3, 6, dtype=torch.bool))
+    assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+
+
 def test_training_mode_gradients_reach_supervised_attention():
     net = small(supervised=((1, 0),)).train()
     logits, attn = net(*batch(2, 5))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from attention_tuner import demos, tracking
+from attention_tuner.allocator import GLIBC_ENV
 from attention_tuner.config import (
     ConfigError,
     TrialConfig,
@@ -344,7 +345,9 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
         if address:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         else:  # a local instance: its dashboard on the loopback interface only, never every interface
-            ray.init(dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False)
+            # workers keep freed memory for the next training step from their start (allocator.GLIBC_ENV)
+            ray.init(dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": dict(GLIBC_ENV)})
     data_root = root / "datasets"
     for task, kwargs, n, seed in datasets_needed(ts):  # each distinct dataset once, before any trial
         demos.generate(task, kwargs, n, seed, root=data_root, actors=None, progress=True)
