@@ -6,23 +6,32 @@ import sys
 
 import pytest
 
-# Allocates and frees a 100 MB tensor (touched); prints whether the setting took effect, the resident-memory
-# growth (MB) after the free, and after release_freed_memory.
-# The block is 100 MB and allocated in a new thread (as Ray Tune runs a trial): a thread's own arena would
-# serve it with mmap, so this also checks that threads share the main heap.
-PROBE = """
-import os, sys, threading, torch
+# Frees a 100 MB tensor (touched) in a new thread, as Ray Tune runs a trial (a thread's own arena would serve
+# it with mmap, so this also checks that threads share the main heap); returns the resident-memory growth, MB.
+FREE_IN_A_THREAD = """
+import os, threading, torch
+
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+def freed_in_a_thread():
+    before = rss()
+    def work():
+        x = torch.ones(100 * 2**20, dtype=torch.uint8)
+        del x
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    return rss() - before
+"""
+
+# Prints whether the setting took effect, the growth after the free, and after release_freed_memory.
+PROBE = FREE_IN_A_THREAD + """
+import sys
 from attention_tuner.allocator import keep_freed_memory, release_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
-rss = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
 before = rss()
-def work():
-    x = torch.ones(100 * 2**20, dtype=torch.uint8)
-    del x
-thread = threading.Thread(target=work)
-thread.start()
-thread.join()
-freed = rss() - before
+freed = freed_in_a_thread()
 release_freed_memory()
 print(kept, freed, rss() - before)
 """
@@ -57,26 +66,12 @@ def test_without_it_glibc_returns_the_block():
     assert not kept and freed < 16
 
 
-RAY_PROBE = """
-import os, threading, ray
+RAY_PROBE = FREE_IN_A_THREAD + """
+import ray
 from attention_tuner.allocator import GLIBC_ENV
 ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
          runtime_env={"env_vars": dict(GLIBC_ENV)})
-
-@ray.remote
-def probe():  # a 100 MB block freed in a new thread of a Ray worker, as Tune runs a trial
-    import torch
-    rss = lambda: int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
-    before = rss()
-    def work():
-        x = torch.ones(100 * 2**20, dtype=torch.uint8)
-        del x
-    thread = threading.Thread(target=work)
-    thread.start()
-    thread.join()
-    return rss() - before
-
-print(ray.get(probe.remote()))
+print(ray.get(ray.remote(freed_in_a_thread).remote()))
 ray.shutdown()
 """
 
