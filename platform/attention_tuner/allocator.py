@@ -7,9 +7,9 @@ activation), so each step page-faults and zeroes them again: system time, not co
 turns both off for the calling process, so freed blocks stay in the heap and the next step reuses them. Nothing
 else changes: the same allocations, the same results; the process's resident memory stays at its high-water
 mark instead of shrinking between steps. Measured in docs/performance.md (`bench/training_variants.py`).
-Freed blocks of a size no later request fits can pile up (CPU-size training grew 25% above the default's
-resident memory over two epochs), so `release_freed_memory` hands all free memory back at once: trials call
-it after every epoch.
+Freed blocks of a size no later request fits can pile up (CPU-size training: about 15% above the default's
+resident memory after two epochs, bench/memory_trend.py), so `release_freed_memory` hands all free memory
+back at once: trials call it after every epoch.
 """
 
 from __future__ import annotations
