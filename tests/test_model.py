@@ -264,6 +264,27 @@ def test_encode_unique_equals_the_encoder_on_every_row_in_values_and_gradients()
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
 
 
+def test_encode_unique_encodes_each_distinct_observation_once_even_when_most_are_distinct():
+    """A Hallway-like batch: every real view distinct, the padding one repeated view. The encoder sees the
+    distinct rows only (the padding once), and no deduplication is attempted when nothing repeats."""
+    enc = small().obs_enc
+    seen: list[int] = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return enc(x)
+
+    real = batch(1, DEDUP_MIN + 20)[0][0]  # distinct random views
+    obs = torch.cat((real, torch.zeros(10, 7, 7, 3, dtype=torch.uint8)))  # 10 padding rows, all one view
+    out = encode_unique(Counting(), obs)
+    assert seen == [DEDUP_MIN + 21]
+    torch.testing.assert_close(out, enc(obs), rtol=0, atol=1e-6)
+    seen.clear()
+    encode_unique(Counting(), real)
+    assert seen == [DEDUP_MIN + 20]
+
+
 @pytest.mark.parametrize("supervised", [((0, 0),), ((0, 1), (1, 0)), ()])
 def test_packed_forward_equals_the_padded_one_on_real_steps_in_values_and_gradients(supervised, monkeypatch):
     """With a mask the layers run on real tokens only (`Packing`); real steps' logits, the supervised attention
