@@ -25,25 +25,15 @@ def rss_mb() -> int:
 
 def child(variant: str, size: str, epochs: int, every: int, episodes: int, data_root: str) -> str:
     import numpy as np
-    import torch
 
-    from attention_tuner import datasets, demos
+    from attention_tuner import datasets
     from attention_tuner.allocator import keep_freed_memory, release_freed_memory
-    from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
-    from attention_tuner.training import Stepper, build_model, n_actions_of
+    from training_speed import hallway_setup
 
     if variant != "default":
         keep_freed_memory()
-    kwargs = {"length": 30}
-    data = datasets.load(demos.generate("Hallway", kwargs, episodes, 0, root=data_root, actors=0, progress=False))
-    d, n_layers, n_heads, d_ff, batch = SIZES[size]
-    cfg = TrialConfig(task=TaskConfig("Hallway", kwargs),
-                      model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
-                      optim=OptimConfig(batch_size=batch))
-    torch.manual_seed(0)
-    model = build_model(cfg, n_actions_of("Hallway", kwargs))
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
-    step = Stepper(cfg, model, torch.device("cpu"))
+    data, _, optim, step = hallway_setup(size, episodes, data_root)
+    batch = SIZES[size][4]
     trend = []
     for epoch in range(epochs):
         rng = np.random.default_rng(epoch)

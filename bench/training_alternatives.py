@@ -38,12 +38,11 @@ import torch
 import torch.nn as nn
 
 import attention_tuner.model as model_module
-from attention_tuner import datasets, demos
+from attention_tuner import datasets
 from attention_tuner.allocator import keep_freed_memory
-from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
 from attention_tuner.model import AttentionTuner
-from attention_tuner.training import Stepper, build_model, n_actions_of
-from training_speed import SIZES, forward_flops, matmul_peak
+from attention_tuner.training import Stepper
+from training_speed import SIZES, forward_flops, hallway_setup, matmul_peak
 
 VARIANTS = ("now", "dedup-0.8", "relu-inplace", "int-dropout", "compiled", "no-encoder")
 
@@ -125,16 +124,7 @@ def variant(name: str, step: Stepper, model: AttentionTuner) -> tuple[Callable[[
 
 def run_size(args, size: str) -> None:
     d, n_layers, n_heads, d_ff, batch = SIZES[size]
-    kwargs = {"length": 30}
-    data = datasets.load(demos.generate("Hallway", kwargs, args.episodes, 0, root=args.data_root, actors=0,
-                                        progress=False))
-    cfg = TrialConfig(task=TaskConfig("Hallway", kwargs),
-                      model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
-                      optim=OptimConfig(batch_size=batch))
-    torch.manual_seed(0)
-    model = build_model(cfg, n_actions_of("Hallway", kwargs))
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
-    step = Stepper(cfg, model, torch.device("cpu"))
+    data, model, optim, step = hallway_setup(size, args.episodes, args.data_root)
     epoch = datasets.batches(data, np.arange(len(data)), data.pairs, batch, np.random.default_rng(0))
     bs = [b for _, b in zip(range(args.batches), epoch, strict=False)]
     samples = sum(int(b.mask.sum()) for b in bs)

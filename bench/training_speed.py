@@ -136,6 +136,22 @@ def trial_config(args, size: str) -> TrialConfig:
                        optim=OptimConfig(batch_size=batch, precision=args.precision))
 
 
+def hallway_setup(size: str, episodes: int, data_root: str
+                  ) -> tuple[datasets.Demonstrations, AttentionTuner, torch.optim.Adam, Stepper]:
+    """Hallway-30 expert data (generated under data_root when missing) and our model at a bench size, seeded, with
+    its Adam and its Stepper (the trial defaults: memory loss on head (0, 0)), as the epoch-batch benches train it."""
+    kwargs = {"length": 30}
+    data = datasets.load(demos.generate(TASK, kwargs, episodes, 0, root=data_root, actors=0, progress=False))
+    d, n_layers, n_heads, d_ff, batch = SIZES[size]
+    cfg = TrialConfig(task=TaskConfig(TASK, kwargs),
+                      model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
+                      optim=OptimConfig(batch_size=batch))
+    torch.manual_seed(0)
+    model = build_model(cfg, n_actions_of(TASK, kwargs))
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    return data, model, optim, Stepper(cfg, model, torch.device("cpu"))
+
+
 def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) -> str:
     cfg = trial_config(args, size)
     kwargs = cfg.task.kwargs

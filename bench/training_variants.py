@@ -38,27 +38,17 @@ def child(size: str, variant: str, batches: int, threads: int, episodes: int, da
     import torch
 
     import attention_tuner.model
-    from attention_tuner import datasets, demos
+    from attention_tuner import datasets
     from attention_tuner.allocator import keep_freed_memory
-    from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
-    from attention_tuner.training import Stepper, build_model, n_actions_of
-    from training_speed import forward_flops, matmul_peak
+    from training_speed import forward_flops, hallway_setup, matmul_peak
 
     mode, packing = variant.split("-")
     kept = keep_freed_memory() if mode == "keep" else False
     torch.set_num_threads(threads)
-    kwargs = {"length": 30}
-    data = datasets.load(demos.generate("Hallway", kwargs, episodes, 0, root=data_root, actors=0, progress=False))
-    d, n_layers, n_heads, d_ff, batch = SIZES[size]
-    cfg = TrialConfig(task=TaskConfig("Hallway", kwargs),
-                      model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
-                      optim=OptimConfig(batch_size=batch))
-    torch.manual_seed(0)
-    model = build_model(cfg, n_actions_of("Hallway", kwargs))
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    data, model, optim, step = hallway_setup(size, episodes, data_root)
+    batch = SIZES[size][4]
     # packing on or off at any width (the model's own rule packs from d_model PACK_MIN_D_MODEL)
     attention_tuner.model.PACK_MIN_D_MODEL = 0 if packing == "on" else sys.maxsize
-    step = Stepper(cfg, model, torch.device("cpu"))
     epoch = datasets.batches(data, np.arange(len(data)), data.pairs, batch, np.random.default_rng(0))
     peaks = [matmul_peak(2048)]
     times, rss, samples, flops = [], [], 0, 0.0
