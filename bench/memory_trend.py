@@ -33,7 +33,7 @@ def child(variant: str, size: str, epochs: int, every: int, episodes: int, data_
     if variant != "default":
         keep_freed_memory()
     data, _, optim, step = hallway_setup(size, episodes, data_root)
-    batch = SIZES[size][4]
+    batch = step.cfg.optim.batch_size
     trend = []
     for epoch in range(epochs):
         rng = np.random.default_rng(epoch)

@@ -46,7 +46,7 @@ def child(size: str, variant: str, batches: int, threads: int, episodes: int, da
     kept = keep_freed_memory() if mode == "keep" else False
     torch.set_num_threads(threads)
     data, model, optim, step = hallway_setup(size, episodes, data_root)
-    batch = SIZES[size][4]
+    batch = step.cfg.optim.batch_size
     # packing on or off at any width (the model's own rule packs from d_model PACK_MIN_D_MODEL)
     attention_tuner.model.PACK_MIN_D_MODEL = 0 if packing == "on" else sys.maxsize
     epoch = datasets.batches(data, np.arange(len(data)), data.pairs, batch, np.random.default_rng(0))
