@@ -41,7 +41,7 @@ from attention_tuner import datasets, demos
 from attention_tuner.allocator import keep_freed_memory
 from attention_tuner.config import ModelConfig, OptimConfig, TaskConfig, TrialConfig
 from attention_tuner.evaluation import EncodingMemo, TransformerPolicy, closed_loop, evaluate
-from attention_tuner.model import PACK_MIN_D_MODEL, AttentionTuner
+from attention_tuner.model import PACK_MIN_D_MODEL, AttentionTuner, token_mask
 from attention_tuner.training import Stepper, build_model, n_actions_of
 from naive_reference import NaiveAttentionTuner, max_episode_len, pad_batch
 from naive_reference import evaluate as naive_evaluate
@@ -127,25 +127,27 @@ def rows_table(header: list[str], rows: list[list[str]]) -> str:
 # ------------------------------------------------------------------------------------------- training
 
 
-def trial_config(args, size: str) -> TrialConfig:
+def bench_config(size: str, length: int = 30, max_batch: int | None = None, precision: str = "auto") -> TrialConfig:
+    """The trial configuration of a bench size on Hallway-`length` (batch capped at max_batch when given)."""
     d, n_layers, n_heads, d_ff, batch = SIZES[size]
-    if args.max_batch:
-        batch = min(batch, args.max_batch)
-    return TrialConfig(task=TaskConfig(TASK, {"length": args.length}),
+    if max_batch:
+        batch = min(batch, max_batch)
+    return TrialConfig(task=TaskConfig(TASK, {"length": length}),
                        model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
-                       optim=OptimConfig(batch_size=batch, precision=args.precision))
+                       optim=OptimConfig(batch_size=batch, precision=precision))
+
+
+def trial_config(args, size: str) -> TrialConfig:
+    return bench_config(size, args.length, args.max_batch, args.precision)
 
 
 def hallway_setup(size: str, episodes: int, data_root: str
                   ) -> tuple[datasets.Demonstrations, AttentionTuner, torch.optim.Adam, Stepper]:
     """Hallway-30 expert data (generated under data_root when missing) and our model at a bench size, seeded, with
     its Adam and its Stepper (the trial defaults: memory loss on head (0, 0)), as the epoch-batch benches train it."""
-    kwargs = {"length": 30}
+    cfg = bench_config(size)
+    kwargs = cfg.task.kwargs
     data = datasets.load(demos.generate(TASK, kwargs, episodes, 0, root=data_root, actors=0, progress=False))
-    d, n_layers, n_heads, d_ff, batch = SIZES[size]
-    cfg = TrialConfig(task=TaskConfig(TASK, kwargs),
-                      model=ModelConfig(d_model=d, n_layers=n_layers, n_heads=n_heads, d_ff=d_ff),
-                      optim=OptimConfig(batch_size=batch))
     torch.manual_seed(0)
     model = build_model(cfg, n_actions_of(TASK, kwargs))
     optim = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
@@ -177,7 +179,7 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
         lo, ao = ours(torch.from_numpy(b.obs), torch.from_numpy(b.actions), m)  # as training calls it
         ln, an = naive(torch.from_numpy(padded[0].obs), torch.from_numpy(padded[0].actions))
         assert ao is not None and an is not None
-        tok = m.repeat_interleave(2, dim=1)
+        tok = token_mask(m)
         real = tok[:, None, :, None] & tok[:, None, None, :]  # real query x real key
         diff = max(float((lo - ln[:, :T])[m].abs().max()),
                    float(((ao - an[:, :, : 2 * T, : 2 * T]) * real).abs().max()))

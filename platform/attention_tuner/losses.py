@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attention_tuner.model import token_mask
+
 EPS = 1e-6  # attention probabilities are clamped to [EPS, 1 - EPS] in the BCE's logs (see memory_loss)
 VARIANTS = ("reference", "decision_rows")
 SPLITS = ("copy", "even")
@@ -62,10 +64,6 @@ def action_loss(
     with torch.no_grad():
         acc = ((logits.argmax(-1) == actions) & m).sum().float() / n
     return loss, acc
-
-
-def _token_mask(step_mask: torch.Tensor) -> torch.Tensor:
-    return step_mask.bool().repeat_interleave(2, dim=1)  # (B, 2T): o_t and a_t share step t's flag
 
 
 def even_split_targets(E: torch.Tensor, S: int) -> torch.Tensor:
@@ -115,7 +113,7 @@ def memory_loss(
         raise ValueError(f"shapes must be attn (B, S, 2T, 2T), E (B, 2T, 2T), step_mask (B, T), annotated (B,); "
                          f"got {tuple(attn.shape)}, {tuple(E.shape)}, {tuple(step_mask.shape)}, "
                          f"{tuple(annotated.shape)}")
-    tok = _token_mask(step_mask)  # (B, L)
+    tok = token_mask(step_mask)  # (B, L)
     cells = tok[:, :, None] & tok[:, None, :]  # (B, L, L): real query x real key
     if variant == "decision_rows":
         is_obs = torch.arange(L, device=attn.device) % 2 == 0
@@ -143,7 +141,7 @@ def expert_attention_mass(
     Averaged over the S heads and over the decision rows: observation query rows 2q of real steps of
     annotated episodes with at least one expert key. NaN when there is no such row.
     """
-    rows = (E.sum(-1) > 0) & _token_mask(step_mask) & annotated.bool()[:, None]  # (B, L)
+    rows = (E.sum(-1) > 0) & token_mask(step_mask) & annotated.bool()[:, None]  # (B, L)
     mass = (attn.float() * E[:, None].float()).sum(-1).mean(1)  # (B, L)
     n = rows.sum()
     if n == 0:

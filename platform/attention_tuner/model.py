@@ -74,6 +74,11 @@ PACK_MIN_D_MODEL = 256
 IM2COL_MAX = 8
 
 
+def token_mask(step_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) per-step flags -> (B, 2T) per-token flags: o_t and a_t (tokens 2t and 2t + 1) share step t's."""
+    return step_mask.bool().repeat_interleave(2, dim=1)
+
+
 def sinusoid(pos: torch.Tensor, d: int) -> torch.Tensor:
     """Sinusoidal encoding of float positions (n,) -> (n, d), as the reference; defined for any position."""
     div = torch.exp(torch.arange(0, d, 2, device=pos.device, dtype=torch.float32) * (-math.log(10000.0) / d))
@@ -476,7 +481,7 @@ class AttentionTuner(nn.Module):
             if bool((mask[:, 1:] & ~mask[:, :-1]).any()):
                 raise ValueError("mask must be True on a prefix of each row (real steps first, then padding)")
             if self.d_model >= PACK_MIN_D_MODEL and not bool(mask.all()):  # no padding: nothing to gain
-                packing = Packing(mask.repeat_interleave(2, dim=1))  # o_t and a_t share step t's flag
+                packing = Packing(token_mask(mask))
         pe = sinusoid(torch.arange(T, device=obs.device), C)  # (T, C): PE(t) for both o_t and a_t
         o = self._embed_obs(obs) + pe  # (B, T, C)
         a = self._embed_act(actions) + pe  # (B, T, C)
