@@ -138,6 +138,28 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
         assert steps == {1, 2, 3, 4}
 
 
+def test_a_retry_keeps_only_the_checkpoint_tune_was_reported(tmp_path):
+    """A checkpoint saved but never reported (the trial killed between the two) is not resumed from: with none
+    reported the retry starts over; with one reported, that one replaces whatever is on disk."""
+    import ray.tune as tune
+
+    local = tmp_path / "trial" / "checkpoint"
+    local.mkdir(parents=True)
+    (local / "checkpoint.pt").write_bytes(b"epoch 2, unreported")
+    sweep.keep_reported_checkpoint(local, None)
+    assert not local.exists()
+
+    reported = tmp_path / "reported"
+    reported.mkdir()
+    (reported / "checkpoint.pt").write_bytes(b"epoch 1, reported")
+    local.mkdir(parents=True)
+    (local / "checkpoint.pt").write_bytes(b"epoch 2, unreported")
+    (local / "stale.tmp").write_bytes(b"")
+    sweep.keep_reported_checkpoint(local, tune.Checkpoint.from_directory(str(reported)))
+    assert sorted(p.name for p in local.iterdir()) == ["checkpoint.pt"]
+    assert (local / "checkpoint.pt").read_bytes() == b"epoch 1, reported"
+
+
 def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint(tmp_path):
     """SIGKILL the process running a trial: Tune retries it from its last checkpoint, the final metrics equal
     an uninterrupted run's, and its MLflow run is the same run, continued (no duplicate)."""

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -242,9 +243,7 @@ def trainable(params: dict[str, Any]) -> None:
                                 trial_params(Trial(spec["key"], spec["labels"], cfg)))
     run_dir.mkdir(parents=True, exist_ok=True)
     demos.atomic_write_bytes(run_dir / "worker.pid", f"{os.getpid()}\n".encode())  # which process runs it
-    restored = tune.get_checkpoint()
-    if restored is not None:  # a retry: continue from the last *reported* checkpoint (the local one may be
-        restored.to_directory(str(run_dir / "checkpoint"))  # an epoch ahead, unreported), on any node
+    keep_reported_checkpoint(run_dir / "checkpoint", tune.get_checkpoint())
 
     def report(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
         tracking.log_metrics(uri, run_id, metrics, epoch)
@@ -264,6 +263,21 @@ def trainable(params: dict[str, Any]) -> None:
     except Exception:
         tracking.finish(uri, run_id, "FAILED")
         raise
+
+
+def keep_reported_checkpoint(folder: Path, reported: Any) -> None:
+    """Make ``folder`` hold the checkpoint Tune last got reported (``tune.get_checkpoint()``), or none.
+
+    A trial saves its checkpoint, logs the epoch's metrics to MLflow, then reports both to Tune. Killed in
+    between, its local checkpoint is an epoch ahead of what Tune and MLflow have: resuming from it would skip
+    that epoch's metrics. So a retry continues from the reported checkpoint (on any node), and with none
+    reported starts over; an epoch logged to MLflow but not reported is then logged again, with the same values
+    (training is seeded).
+    """
+    if folder.exists():
+        shutil.rmtree(folder)
+    if reported is not None:
+        reported.to_directory(str(folder))
 
 
 def trial_params(t: Trial) -> dict[str, Any]:
