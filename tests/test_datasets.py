@@ -31,6 +31,16 @@ def test_annotation_subsets_are_nested_and_sized():
     np.testing.assert_array_equal(datasets.annotated_subset(seeds[perm], 0.01, 3), masks[0.01][perm])
 
 
+def test_annotations_among_some_episodes_take_the_fraction_of_those(demo):
+    among = np.arange(0, len(demo), 2)
+    kept = {}
+    for f in (0.01, 0.2, 0.5, 1.0):
+        pairs = datasets.annotations(demo, f, seed=5, noise=NoiseConfig(), among=among)
+        kept[f] = {i for i, p in enumerate(pairs) if p is not None}
+        assert kept[f] <= set(among.tolist()) and len(kept[f]) == max(1, round(f * len(among)))
+    assert kept[0.01] <= kept[0.2] <= kept[0.5] <= kept[1.0]  # nested, as without `among`
+
+
 def test_no_noise_gives_exactly_the_expert_pairs(demo):
     pairs = datasets.annotations(demo, 1.0, seed=0, noise=NoiseConfig())
     for got, expert in zip(pairs, demo.pairs, strict=True):

@@ -78,6 +78,61 @@ def test_tiny_dataset_is_fitted_to_full_training_accuracy(demo, tmp_path):
     assert fitted["accuracy"] == 1.0
 
 
+@pytest.mark.parametrize("fraction", [0.01, 0.25, 0.5, 1.0])
+def test_the_annotated_fraction_is_of_the_training_episodes(demo, fraction):
+    """The subset is drawn among the training episodes only: no held-out episode can take an annotation from
+    them, so any fraction > 0 annotates max(1, round(f * n_train)) of them (at 0.01 one of 21, for every seed)."""
+    for seed in range(20):
+        cfg = config(**{"data.annotation_fraction": fraction, "seed": seed, "data.val_fraction": 0.1})
+        train_idx, val_idx, pairs = training.trial_data(cfg, demo)
+        annotated = {i for i, p in enumerate(pairs) if p is not None}
+        assert annotated <= set(train_idx.tolist()) and len(val_idx) > 0
+        assert len(annotated) == max(1, round(fraction * len(train_idx)))
+
+
+def test_a_run_stopped_by_its_time_budget_stays_stopped_when_run_again(demo, tmp_path):
+    cfg = config(**{"optim.time_budget_s": 1e-6, "optim.epochs": 10, "eval.episodes": 0})
+    first = training.train(cfg, demo, tmp_path)
+    again = training.train(cfg, demo, tmp_path)
+    state = checkpoint.load(tmp_path / "checkpoint")
+    assert first["epoch"] == again["epoch"] == state["epoch"] == 1 and len(state["history"]) == 1
+    more = training.train(config(**{"optim.time_budget_s": 1e6, "optim.epochs": 2, "eval.episodes": 0}), demo,
+                          tmp_path)  # a larger budget continues
+    assert more["epoch"] == 2
+
+
+def test_training_metrics_are_per_real_step(demo, monkeypatch):
+    """train/accuracy and train/action_loss average over real steps as the held-out ones do, not over batches
+    (the last batch is smaller). With the optimiser stopped and no dropout they equal `measure` on the same
+    episodes."""
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, closure=None: None)
+    cfg = config(**{"optim.epochs": 1, "eval.episodes": 0, "model.dropout": 0.0, "data.val_fraction": 0.1})
+    got = training.train(cfg, demo)
+    torch.manual_seed(cfg.seed)
+    model = training.build_model(cfg, 7)
+    train_idx, _, _ = training.trial_data(cfg, demo)
+    assert len(train_idx) % cfg.optim.batch_size != 0
+    want = training.measure(training.Stepper(cfg, model, torch.device("cpu")), demo, train_idx, 64)
+    assert got["train/accuracy"] == pytest.approx(want["accuracy"], abs=1e-6)
+    assert got["train/action_loss"] == pytest.approx(want["action_loss"], rel=1e-5)
+
+
+def test_held_out_attention_mass_does_not_depend_on_the_batch_size(tmp_path):
+    """Pooled over decision rows: episodes of different lengths hold different numbers of them."""
+    hallway = datasets.load(demos.generate("Hallway", {"length": 3}, 12, 0, root=tmp_path, actors=0,
+                                           progress=False))
+    assert len(set(hallway.lengths.tolist())) > 1
+    cfg = config(**{"task.name": "Hallway", "task.kwargs": {"length": 3}})
+    torch.manual_seed(0)
+    model = training.build_model(cfg, training.n_actions_of("Hallway", {"length": 3}))
+    step = training.Stepper(cfg, model, torch.device("cpu"))
+    index = np.arange(len(hallway))
+    one_batch = training.measure(step, hallway, index, len(index))["expert_attention_mass"]
+    for size in (1, 5):
+        assert training.measure(step, hallway, index, size)["expert_attention_mass"] == pytest.approx(one_batch,
+                                                                                                         abs=1e-6)
+
+
 def test_fraction_zero_gives_the_vanilla_gradients(demo):
     def grads(cfg):
         torch.manual_seed(cfg.seed)

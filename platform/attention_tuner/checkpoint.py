@@ -107,10 +107,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume from a checkpoint of another configuration (the budget, epochs or environment steps,
-    may differ: a run can be extended)."""
+    """Refuse to resume from a checkpoint of another configuration (the budgets, epochs, training seconds or
+    environment steps, may differ: a run can be extended)."""
     a, b = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
-    for section, budget in (("optim", "epochs"), ("rl", "env_steps")):
+    for section, budget in (("optim", "epochs"), ("optim", "time_budget_s"), ("rl", "env_steps")):
         a.get(section, {}).pop(budget, None)
         b.get(section, {}).pop(budget, None)
     if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):

@@ -150,9 +150,17 @@ def noisy_pairs(pairs: np.ndarray, noise: NoiseConfig, rng: np.random.Generator)
     return out[np.lexsort((out[:, 0], out[:, 1]))]
 
 
-def annotations(demos: Demonstrations, fraction: float, seed: int, noise: NoiseConfig) -> list[np.ndarray | None]:
-    """Per episode: its (possibly noisy) pairs if annotated, else None."""
-    mask = annotated_subset(demos.seeds, fraction, seed)
+def annotations(demos: Demonstrations, fraction: float, seed: int, noise: NoiseConfig,
+                among: np.ndarray | None = None) -> list[np.ndarray | None]:
+    """Per episode: its (possibly noisy) pairs if annotated, else None.
+
+    among: the indices of the episodes that may be annotated (a trial's training episodes); the fraction is
+    of those, so ``max(1, round(fraction * len(among)))`` of them keep their pairs for any fraction > 0, and
+    every other episode gets None. Default: all episodes.
+    """
+    mask = np.zeros(len(demos), dtype=bool)
+    index = np.arange(len(demos)) if among is None else np.asarray(among, dtype=np.int64)
+    mask[index[annotated_subset(demos.seeds[index], fraction, seed)]] = True
     out: list[np.ndarray | None] = []
     for i, keep in enumerate(mask):
         if not keep:

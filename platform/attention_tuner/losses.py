@@ -132,6 +132,12 @@ def memory_loss(
     return bce.sum() / (n * S)
 
 
+def decision_rows(E: torch.Tensor, step_mask: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the rows `expert_attention_mass` averages over, observation query rows 2q of real steps of
+    annotated episodes with at least one expert key (pool batches by their count)."""
+    return (E.sum(-1) > 0) & token_mask(step_mask) & annotated.bool()[:, None]
+
+
 @torch.no_grad()
 def expert_attention_mass(
     attn: torch.Tensor, E: torch.Tensor, step_mask: torch.Tensor, annotated: torch.Tensor
@@ -141,7 +147,7 @@ def expert_attention_mass(
     Averaged over the S heads and over the decision rows: observation query rows 2q of real steps of
     annotated episodes with at least one expert key. NaN when there is no such row.
     """
-    rows = (E.sum(-1) > 0) & token_mask(step_mask) & annotated.bool()[:, None]  # (B, L)
+    rows = decision_rows(E, step_mask, annotated)  # (B, L)
     mass = (attn.float() * E[:, None].float()).sum(-1).mean(1)  # (B, L)
     n = rows.sum()
     if n == 0:

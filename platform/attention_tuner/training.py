@@ -81,6 +81,7 @@ class Stepper:
             out["memory_loss"] = m_loss
             out["loss"] = a_loss + cfg.memory.weight * m_loss
             out["expert_attention_mass"] = losses.expert_attention_mass(attn, E, mask, annotated)
+            out["expert_rows"] = losses.decision_rows(E, mask, annotated).sum()  # its average's count
         out["logits"] = logits
         return out
 
@@ -108,8 +109,9 @@ def measure(step: Stepper, demos: datasets.Demonstrations, index: np.ndarray, ba
             sums["dec_correct"] += float(right[b, : len(dec)][dec].sum())
             sums["dec_steps"] += float(dec.sum())
         if "expert_attention_mass" in out and not torch.isnan(out["expert_attention_mass"]):
-            sums["mass"] += float(out["expert_attention_mass"]) * len(batch.index)
-            sums["mass_n"] += len(batch.index)
+            rows = float(out["expert_rows"])  # pooled over decision rows, whatever the batch size
+            sums["mass"] += float(out["expert_attention_mass"]) * rows
+            sums["mass_n"] += rows
     step.model.train()
     res = {"action_loss": sums["action_loss"] / sums["steps"], "accuracy": sums["correct"] / sums["steps"]}
     if sums["dec_steps"]:
@@ -117,6 +119,15 @@ def measure(step: Stepper, demos: datasets.Demonstrations, index: np.ndarray, ba
     if sums["mass_n"]:
         res["expert_attention_mass"] = sums["mass"] / sums["mass_n"]
     return res
+
+
+def trial_data(cfg: TrialConfig, demos: datasets.Demonstrations
+               ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+    """(training indices, held-out indices, per-episode pairs) of a trial: the annotated fraction is of the
+    training episodes (a seed-determined subset, nested across fractions); held-out episodes get None."""
+    train_idx, val_idx = datasets.split(demos, cfg.data.val_fraction)
+    pairs = datasets.annotations(demos, cfg.data.annotation_fraction, cfg.seed, cfg.data.noise, among=train_idx)
+    return train_idx, val_idx, pairs
 
 
 def train(
@@ -135,10 +146,7 @@ def train(
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, n_actions).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
-    train_idx, val_idx = datasets.split(demos, cfg.data.val_fraction)
-    annotated = datasets.annotations(demos, cfg.data.annotation_fraction, cfg.seed, cfg.data.noise)
-    in_train = set(train_idx.tolist())
-    pairs = [annotated[i] if i in in_train else None for i in range(len(demos))]
+    train_idx, val_idx, pairs = trial_data(cfg, demos)
     step = Stepper(cfg, model, device)
 
     start_epoch, history = 0, []
@@ -156,11 +164,13 @@ def train(
 
     metrics: dict[str, float] = history[-1] if history else {}
     trained_s = float(history[-1].get("perf/train_s", 0.0)) if history else 0.0
+    if 0 < cfg.optim.time_budget_s <= trained_s:  # it stopped on its time budget: run again, it stays done
+        return metrics
     for epoch in range(start_epoch, cfg.optim.epochs):
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
         sums: dict[str, float] = {}
-        counted = {"steps": 0.0, "batches": 0.0, "mem_batches": 0.0}
+        counted = {"steps": 0.0, "mem_batches": 0.0}
         t0 = time.perf_counter()
         for batch in datasets.batches(demos, train_idx, pairs, cfg.optim.batch_size, rng):
             out = step(batch)
@@ -169,10 +179,10 @@ def train(
             if cfg.optim.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             optimizer.step()
-            counted["steps"] += float(batch.mask.sum())
-            counted["batches"] += 1
-            for key in ("loss", "action_loss", "accuracy"):
-                sums[key] = sums.get(key, 0.0) + float(out[key].detach())
+            n_steps = float(batch.mask.sum())
+            counted["steps"] += n_steps
+            for key in ("loss", "action_loss", "accuracy"):  # per real step, as the held-out ones
+                sums[key] = sums.get(key, 0.0) + float(out[key].detach()) * n_steps
             if "memory_loss" in out:
                 counted["mem_batches"] += 1
                 sums["memory_loss"] = sums.get("memory_loss", 0.0) + float(out["memory_loss"].detach())
@@ -180,7 +190,7 @@ def train(
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
         trained_s += elapsed
-        metrics = {f"train/{k}": v / counted["batches"] for k, v in sums.items() if k != "memory_loss"}
+        metrics = {f"train/{k}": v / counted["steps"] for k, v in sums.items() if k != "memory_loss"}
         if counted["mem_batches"]:
             metrics["train/memory_loss"] = sums["memory_loss"] / counted["mem_batches"]
         metrics["perf/samples_per_s"] = counted["steps"] / elapsed
