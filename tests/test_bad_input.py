@@ -58,6 +58,9 @@ SWEEP_FILES = {
     "missingargs.py": sweep_file("SWEEP = SweepSpec(name='x')\n"),
     "importerror.py": "import attention_tuner.no_such_module\n",
     "raises.py": "raise RuntimeError('boom\\nsecond line')\n",
+    "selfmain.py": sweep_file("from attention_tuner.sweep import main\nSWEEP = SweepSpec(name='x', base={}, space={})\n"
+                              "main(SWEEP)\n"),
+    "exits.py": "raise SystemExit(3)\n",
     "unknownkey.py": sweep_file("SWEEP = SweepSpec(name='x', base={'optim.lrr': 1}, space={})\n"),
     "wrongtype.py": sweep_file("SWEEP = SweepSpec(name='x', base={'optim.epochs': 'many'}, space={})\n"),
     "unknowntask.py": sweep_file("SWEEP = SweepSpec(name='x', base={}, space={'task.name': ['Hallway', 'Maze']})\n"),
@@ -119,6 +122,10 @@ CASES = [
          "--kw '=5': expected key=value"),
     Case("play-kw-obs-mode", ["play", "Hallway", "--kw", "obs_mode=pixels", "--out", f"{W}/o.gif"],
          "--kw obs_mode: not a task parameter"),
+    Case("play-kw-exponent", ["play", "Counting", "--kw", "test_freq=2e0", "--out", f"{W}/o.gif"],
+         "test_freq must be a probability in [0, 1], got 2.0"),
+    Case("play-kw-too-large", ["play", "Hallway", "--kw", "length=100000000", "--out", f"{W}/o.gif"],
+         "does not fit in memory"),
     Case("play-negative-seed", ["play", "Hallway", "--seed", "-1", "--out", f"{W}/o.gif"], "--seed must be >= 0"),
     Case("play-fps-zero", ["play", "Hallway", "--fps", "0", "--out", f"{W}/o.gif"], "--fps must be >= 1"),
     Case("play-out-missing-folder", ["play", "Hallway", "--out", f"{W}/nope/o.gif"],
@@ -142,7 +149,7 @@ CASES = [
     Case("generate-negative-seed", ["generate", "Hallway", "--episodes", "5", "--seed", "-1", "--out", f"{W}/d"],
          "seed must be a non-negative integer, got -1", absent=(f"{W}/d",)),
     Case("generate-seed-in-eval-range", ["generate", "Hallway", "--episodes", "5", "--seed", "999999999"],
-         "training seeds must stay below 1000000000"),
+         "must stay below 1000000000, where the evaluation seeds start; got seed 999999999"),
     Case("generate-negative-actors", ["generate", "Hallway", "--episodes", "5", "--actors", "-1"],
          "--actors must be >= 0"),
     Case("generate-out-is-file", ["generate", "Hallway", "--episodes", "5", "--out", f"{W}/file.txt"],
@@ -174,7 +181,9 @@ CASES = [
          "memory.weight must be a finite number, got inf"),
     Case("train-set-negative-seed", ["train", "Hallway", "--set", "seed=-1"], "seed must be >= 0, got -1"),
     Case("train-set-seed-in-eval-range", ["train", "Hallway", "--set", "data.seed=999999999"],
-         "data.seed: training seeds must stay below 1000000000"),
+         "data.seed + 2 x data.episodes must stay below 1000000000"),
+    Case("train-set-episodes-into-eval-range", ["train", "Hallway", "--set", "data.episodes=600000000"],
+         "got data.seed 0 and data.episodes 600000000"),
     Case("train-set-device", ["train", "Hallway", "--set", "device=tpu"], "device must be auto, cpu or cuda"),
     Case("train-set-divisible", ["train", "Hallway", "--set", "model.n_heads=3"],
          "model.d_model (512) must be divisible by model.n_heads (3)"),
@@ -208,9 +217,11 @@ CASES = [
          "cannot write", absent=(f"{W}/r",)),
     # ---- train: datasets on disk (found by their request key, damaged after generation)
     Case("dataset-shard-corrupted", [*TRAIN_DATA, "--data-root", f"{W}/data_sum", "--out", f"{W}/r1"],
-         "checksum mismatch (the shard is corrupted or was changed)"),
-    Case("dataset-shard-missing", [*TRAIN_DATA, "--data-root", f"{W}/data_gone", "--out", f"{W}/r2"],
-         "shard listed in the manifest is missing"),
+         "checksum mismatch (the shard is corrupted or was changed; delete it and generate"),
+    Case("dataset-manifest-incomplete", [*TRAIN_DATA, "--data-root", f"{W}/data_gone", "--out", f"{W}/r2"],
+         "manifest lacks episodes, shards"),
+    Case("dataset-manifest-not-object", [*TRAIN_DATA, "--data-root", f"{W}/data_list", "--out", f"{W}/r7"],
+         "manifest is not a JSON object"),
     Case("dataset-manifest-not-json", [*TRAIN_DATA, "--data-root", f"{W}/data_json", "--out", f"{W}/r3"],
          "manifest is not valid JSON"),
     Case("dataset-manifest-schema", [*TRAIN_DATA, "--data-root", f"{W}/data_schema", "--out", f"{W}/r4"],
@@ -231,6 +242,8 @@ CASES = [
     Case("evaluate-pickled-code", ["evaluate", f"{W}/evil.pt"], "not a readable checkpoint",
          absent=(f"{W}/pwned",)),
     Case("evaluate-saved-config-invalid", ["evaluate", f"{W}/badcfg"], "saved configuration is not valid"),
+    Case("evaluate-weights-not-of-config", ["evaluate", f"{W}/badweights"],
+         "its weights do not match its configuration"),
     Case("evaluate-episodes-zero", ["evaluate", f"{W}/ckpt", "--episodes", "0"], "--episodes must be >= 1"),
     Case("evaluate-episodes-negative", ["evaluate", f"{W}/ckpt", "--episodes", "-3"], "--episodes must be >= 1"),
     Case("evaluate-num-envs-zero", ["evaluate", f"{W}/ckpt", "--num-envs", "0"], "--num-envs must be >= 1"),
@@ -249,6 +262,8 @@ CASES = [
     Case("sweep-spec-missing-fields", ["sweep", f"{W}/missingargs.py"], "missing 2 required positional arguments"),
     Case("sweep-import-error", ["sweep", f"{W}/importerror.py"], "No module named 'attention_tuner.no_such_module'"),
     Case("sweep-raises-multiline", ["sweep", f"{W}/raises.py"], "could not load (RuntimeError: boom)"),
+    Case("sweep-runs-main-on-import", ["sweep", f"{W}/selfmain.py"], "calls main(...) when imported"),
+    Case("sweep-exits-on-import", ["sweep", f"{W}/exits.py"], "exits when imported (status 3)"),
     Case("sweep-unknown-key", ["sweep", f"{W}/unknownkey.py", *DRAFT], "base: unknown key optim.lrr", absent=NOTHING),
     Case("sweep-wrong-type", ["sweep", f"{W}/wrongtype.py", *DRAFT], "optim.epochs: expected int, got 'many'",
          absent=NOTHING),
@@ -346,6 +361,10 @@ CASES = [
          "no MLflow experiment named 'nope'", absent=(f"{W}/rep",)),
     Case("report-experiment-without-trials", ["report", "--experiment", "empty", "--tracking-uri", SQLITE,
                                               "--out", f"{W}/rep"], "no trial runs found", absent=(f"{W}/rep",)),
+    Case("report-markdown-is-folder", ["report", "--sweep", "x", "--tracking-uri", SQLITE, "--out", f"{W}/rep",
+                                       "--markdown", f"{W}/dir"], "is a folder, not a file", absent=(f"{W}/rep",)),
+    Case("report-notes-binary", ["report", "--experiment", "empty", "--tracking-uri", SQLITE, "--out", f"{W}/rep",
+                                 "--notes", f"{W}/garbage.pt"], "not a UTF-8 text file", absent=(f"{W}/rep",)),
     Case("report-store-missing", ["report", "--experiment", "x", "--tracking-uri", "sqlite:///{ws}/none.db"],
          "no MLflow store at", absent=(f"{W}/none.db",)),
     Case("report-default-store-missing", ["report", "--experiment", "x"], "no MLflow store at",
@@ -406,6 +425,8 @@ def _setup(ws: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     (ws / "badsum" / checkpoint.FILE).write_bytes(bytes(data))
     checkpoint.save(ws / "badcfg", {**state, "config": {**to_dict(cfg), "optim": {"lrr": 1}}})
+    wider = {**to_dict(cfg), "model": {**to_dict(cfg)["model"], "d_model": 2 * cfg.model.d_model}}
+    checkpoint.save(ws / "badweights", {**state, "config": wider})  # weights of one size, config of another
 
     class Evil:  # what a malicious checkpoint would hold: loading it must not run os.system
         def __reduce__(self):
@@ -415,21 +436,24 @@ def _setup(ws: Path) -> None:
 
     # A tiny dataset (the one TRAIN_DATA asks for), then damaged copies of it.
     made = demos.generate("Hallway", {"length": 5}, episodes=5, seed=0, root=ws / "data_ok", actors=0, progress=False)
-    for name in ("sum", "gone", "json", "schema", "parquet"):
+    for name in ("sum", "gone", "list", "json", "schema", "parquet"):
         shutil.copytree(ws / "data_ok", ws / f"data_{name}")
     shard = "shard-00000.parquet"
     d = ws / "data_sum" / made.name
     raw = bytearray((d / shard).read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     (d / shard).write_bytes(bytes(raw))
-    (ws / "data_gone" / made.name / shard).unlink()
+    m = ws / "data_gone" / made.name / demos.MANIFEST
+    m.write_text(json.dumps({k: v for k, v in json.loads(m.read_text()).items() if k not in ("episodes", "shards")}))
+    (ws / "data_list" / made.name / demos.MANIFEST).write_text("[1, 2]")
     (ws / "data_json" / made.name / demos.MANIFEST).write_text("{not json")
     m = ws / "data_schema" / made.name / demos.MANIFEST
     m.write_text(m.read_text().replace('"schema_version": 1', '"schema_version": 99'))
     p = ws / "data_parquet" / made.name
     (p / shard).write_text("not parquet")
     manifest = json.loads((p / demos.MANIFEST).read_text())
-    manifest["shards"][0]["sha256"] = demos.sha256_of(p / shard)  # right checksum, wrong content
+    manifest["shards"][0]["sha256"] = demos.sha256_of(p / shard)  # right checksum and size, wrong content
+    manifest["shards"][0]["bytes"] = (p / shard).stat().st_size
     (p / demos.MANIFEST).write_text(json.dumps(manifest))
 
     (ws / "data_file").mkdir()

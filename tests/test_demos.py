@@ -88,6 +88,32 @@ def test_interrupted_generation_resumes_only_missing_shards(tmp_path, small_shar
         assert (part / name).stat().st_mtime_ns == mtime, f"{name} was rewritten"
 
 
+def test_generating_again_writes_a_deleted_or_cut_shard_anew(tmp_path, small_shards):
+    path = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    hashes = shard_hashes(path)
+    (path / "shard-00001.parquet").unlink()
+    cut = path / "shard-00002.parquet"
+    cut.write_bytes(cut.read_bytes()[:100])
+    kept = {p.name: p.stat().st_mtime_ns for p in path.glob("shard-*.parquet") if p != cut}
+    with pytest.raises(demos.DatasetError, match="shard-00001.parquet: .*missing"):
+        datasets.load(path)
+    assert demos.generate(**REQ, root=tmp_path, actors=0, progress=False) == path
+    assert shard_hashes(path) == hashes and len(datasets.load(path).seeds) == REQ["episodes"]
+    for name, mtime in kept.items():
+        assert (path / name).stat().st_mtime_ns == mtime, f"{name} was rewritten"
+
+
+def test_a_manifest_of_the_wrong_shape_is_named(tmp_path, small_shards):
+    path = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    m = json.loads((path / "manifest.json").read_text())
+    for bad, message in (([1, 2], "not a JSON object"), ({"schema_version": 1}, "manifest lacks task, kwargs"),
+                         ({**m, "shards": [{"file": "x"}]}, "shards must be a list of entries")):
+        (path / "manifest.json").write_text(json.dumps(bad))
+        for attempt in (lambda: datasets.load(path), lambda: demos.generate(**REQ, root=tmp_path, actors=0)):
+            with pytest.raises(demos.DatasetError, match=message):
+                attempt()
+
+
 def test_ray_actors_with_a_killed_actor_give_the_same_dataset(tmp_path, small_shards, ray_local):
     reference = demos.generate(**REQ, root=tmp_path / "ref", actors=0, progress=False)
     killed, pool = [], {}

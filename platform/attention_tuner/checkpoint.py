@@ -85,8 +85,14 @@ def _fsync(path: Path) -> None:
 
 
 def resolve(path: str | Path) -> Path:
+    """The checkpoint file of a path: the file itself, a checkpoint folder's file, or a run folder's
+    (``RUN/checkpoint/checkpoint.pt``)."""
     p = Path(path)
-    return p / FILE if p.is_dir() else p
+    if not p.is_dir():
+        return p
+    if not (p / FILE).exists() and (p / "checkpoint" / FILE).is_file():
+        return p / "checkpoint" / FILE
+    return p / FILE
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -101,7 +107,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:  # damaged zip, or something that is not a checkpoint
         raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "model" not in state:
         raise CheckpointError(f"{p}: not an attention-tuner checkpoint")
     return state
 

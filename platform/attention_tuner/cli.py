@@ -19,6 +19,7 @@ from attention_tuner.config import (
     check_output_file,
     check_output_folder,
     parse_assignments,
+    parse_scalar,
 )
 from attention_tuner.presets import CLI_PRESETS as PRESETS
 
@@ -53,16 +54,11 @@ def need(ok: bool, message: str) -> None:
 
 def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
     """``--kw length=10`` -> {'length': 10} (values read as YAML scalars: numbers, booleans, strings)."""
-    import yaml
-
     out = {}
     for key, value in parse_assignments(items or [], what="--kw").items():
         if key in RESERVED_TASK_KWARGS:
             raise ConfigError(f"--kw {key}: not a task parameter (train with --set task.obs_mode=... instead)")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            out[key] = value
+        out[key] = parse_scalar(value)
     return out
 
 
@@ -121,9 +117,8 @@ def trial_config(args: argparse.Namespace):
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         overrides.update(PRESETS[preset])
     overrides["task.name"] = args.task
-    kwargs = parse_kwargs(args.kw)
-    if kwargs:
-        overrides["task.kwargs"] = kwargs
+    for key, value in parse_kwargs(args.kw).items():  # into the --config file's task parameters, not over them
+        overrides[f"task.kwargs.{key}"] = value
     overrides.update(parse_assignments(args.set or []))
     return apply_overrides(cfg, overrides)
 
@@ -149,6 +144,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{unit} {epoch:>4}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)
 
     result = run_trial(cfg, out, args.data_root, report=show, actors=args.actors, progress=True)
+    if result["done_before"] is not None:
+        unit, budget = (("iterations", f"{cfg.rl.env_steps} environment steps") if cfg.algorithm == "ppo_lstm"
+                        else ("epochs", f"{cfg.optim.epochs} epochs"
+                              + (f" or {cfg.optim.time_budget_s:g} s" if cfg.optim.time_budget_s > 0 else "")))
+        print(f"nothing to train: the run in {result['run_dir']} already has {result['done_before']} {unit} "
+              f"(asked for {budget}); its config.yaml and checkpoint are unchanged")
     pictures = "curves.png" if cfg.algorithm == "ppo_lstm" else "attention.png, curves.png"
     print(f"run folder: {result['run_dir']} (checkpoint/, metrics.jsonl, {pictures})")
     return 0
@@ -197,9 +198,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     if bool(args.experiment) == bool(args.sweep):
         raise ValueError("give exactly one of --experiment NAME or --sweep NAME")
     check_output_folder(args.out, "--out")
+    if args.markdown:
+        check_output_file(args.markdown, "--markdown")
     uri = tracking.resolve_uri(args.tracking_uri, must_exist=True)  # a report never creates an empty store
-    if args.notes and not os.path.isfile(args.notes):
-        raise ValueError(f"--notes: no such file: {args.notes}")
+    if args.notes:
+        if not os.path.isfile(args.notes):
+            raise ValueError(f"--notes: no such file: {args.notes}")
+        try:
+            Path(args.notes).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"--notes {args.notes}: not a UTF-8 text file") from None
     md = report(uri, args.out, experiment=args.experiment, sweep=args.sweep, markdown=args.markdown,
                 notes=args.notes)
     print(f"wrote {md} (tables as Markdown and CSV, plots as PNG beside it)")
@@ -303,8 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("attention-tuner: interrupted", file=sys.stderr)
+        print("\nattention-tuner: interrupted", file=sys.stderr)  # on a line of its own, after any progress bar
         return 130
+    except MemoryError:
+        print("attention-tuner: error: out of memory (a task, model or batch too large for this machine?)",
+              file=sys.stderr)
+        return 2
     except Exception as e:
         message = user_error_message(e)
         if message is None:

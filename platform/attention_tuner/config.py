@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -194,6 +195,21 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+# a number in exponent notation ('1e-3', '2.5e3'), which YAML 1.1 reads as text unless it has a dot and a sign
+_EXPONENT_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)[eE][+-]?[0-9]+")
+
+
+def parse_scalar(text: str) -> Any:
+    """A command-line value without a type to go by (a task parameter): YAML's reading of it (numbers,
+    booleans, text), with '1e-3' a number too."""
+    if _EXPONENT_NUMBER.fullmatch(text.strip()):
+        return float(text)
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
 def _parse_text(text: str, hint: Any) -> Any:
     """A command-line string -> a value: numbers as numbers (YAML alone reads '1e-3' as text), else YAML."""
     if hint in (int, float):
@@ -201,10 +217,7 @@ def _parse_text(text: str, hint: Any) -> Any:
             return int(text) if hint is int else float(text)
         except ValueError:
             return text
-    try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
-        return text
+    return parse_scalar(text)
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
@@ -372,6 +385,8 @@ def check_task_kwargs(task: str, kwargs: dict[str, Any], what: str) -> None:
         memory_tasks.make(task, **kwargs).close()
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{what}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except MemoryError:  # e.g. a Hallway a million cells long
+        raise ConfigError(f"{what}: {task} with {kwargs} does not fit in memory (a size too large?)") from None
 
 
 # ------------------------------------------------------------------------------------------ output paths
@@ -437,7 +452,8 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     need(0 <= cfg.data.seed, f"data.seed must be >= 0, got {cfg.data.seed}")
     need(
         cfg.data.seed + cfg.data.episodes * 2 < EVAL_SEED_BASE,
-        f"data.seed: training seeds must stay below {EVAL_SEED_BASE} (reserved for evaluation)",
+        f"data.seed + 2 x data.episodes must stay below {EVAL_SEED_BASE} (seeds from there on are kept for "
+        f"evaluation), got data.seed {cfg.data.seed} and data.episodes {cfg.data.episodes}",
     )
     need(0.0 <= cfg.data.annotation_fraction <= 1.0,
          f"data.annotation_fraction must be in [0, 1], got {cfg.data.annotation_fraction}")

@@ -56,9 +56,11 @@ def load(path: str | Path, verify: bool = True) -> Demonstrations:
     for shard in manifest["shards"]:
         file = root / shard["file"]
         if not file.is_file():
-            raise DatasetError(f"{file}: shard listed in the manifest is missing")
+            raise DatasetError(f"{file}: shard listed in the manifest is missing (generating the dataset again "
+                               f"writes it anew)")
         if verify and sha256_of(file) != shard["sha256"]:
-            raise DatasetError(f"{file}: checksum mismatch (the shard is corrupted or was changed)")
+            raise DatasetError(f"{file}: checksum mismatch (the shard is corrupted or was changed; delete it and "
+                               f"generate the dataset again)")
         try:
             table = pq.read_table(file)
         except Exception as e:  # pyarrow raises several types for damaged files

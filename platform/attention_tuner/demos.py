@@ -97,8 +97,13 @@ def check_request(req: Request) -> Request:
         raise ValueError(f"seed must be a non-negative integer, got {req.seed!r}")
     # Room for failed episodes (a shard at a time) must stay clear of the evaluation seeds.
     if req.seed + 2 * req.episodes + SHARD_EPISODES >= EVAL_SEED_BASE:
-        raise ValueError(f"seed: training seeds must stay below {EVAL_SEED_BASE}, which are kept for evaluation")
-    memory_tasks.make(req.task, **req.kwargs).close()  # unknown or bad task parameters raise here
+        raise ValueError(f"seed + 2 x episodes + {SHARD_EPISODES} (room for failed episodes) must stay below "
+                         f"{EVAL_SEED_BASE}, where the evaluation seeds start; got seed {req.seed} and episodes "
+                         f"{req.episodes}")
+    try:
+        memory_tasks.make(req.task, **req.kwargs).close()  # unknown or bad task parameters raise here
+    except MemoryError:
+        raise ValueError(f"{req.task} with {req.kwargs} does not fit in memory (a size too large?)") from None
     return req
 
 
@@ -278,7 +283,10 @@ def generate(
     req = check_request(Request(task, dict(kwargs or {}), episodes, seed))
     out = req.directory(root)
     if (out / MANIFEST).is_file():
-        return out
+        if shards_in_place(out, read_manifest(out)):  # a manifest that cannot be read is a DatasetError
+            return out
+        # a shard deleted or cut short: write it again (the same seeds give the same shard), reusing the others
+        (out / MANIFEST).unlink()
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[int, dict[str, Any]] = {}
     bar = Progress(req.episodes, f"generate {req.env_id}", progress)
@@ -407,6 +415,10 @@ def write_manifest(out: Path, req: Request, shards: list[dict[str, Any]]) -> Non
     atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
+MANIFEST_KEYS = ("task", "kwargs", "episodes", "failed", "expert_success_rate", "shards")
+SHARD_KEYS = {"file", "seeds", "episodes", "failed", "bytes", "sha256"}
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     m = p / MANIFEST
@@ -416,6 +428,24 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         manifest = json.loads(m.read_text())
     except json.JSONDecodeError as e:
         raise DatasetError(f"{m}: manifest is not valid JSON ({e.msg})") from None
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{m}: manifest is not a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise DatasetError(f"{m}: schema version {manifest.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise DatasetError(f"{m}: manifest lacks {', '.join(missing)}")
+    shards = manifest["shards"]
+    if not isinstance(shards, list) or not all(isinstance(e, dict) and SHARD_KEYS <= set(e) for e in shards):
+        raise DatasetError(f"{m}: manifest's shards must be a list of entries with {', '.join(sorted(SHARD_KEYS))}")
     return manifest
+
+
+def shards_in_place(path: str | Path, manifest: dict[str, Any]) -> bool:
+    """Whether every shard a dataset's manifest lists is there at its recorded size (cheap: no checksums,
+    which `datasets.load` verifies)."""
+    for entry in manifest["shards"]:
+        file = Path(path) / str(entry["file"])
+        if not file.is_file() or file.stat().st_size != entry["bytes"]:
+            return False
+    return True

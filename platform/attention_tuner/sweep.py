@@ -71,6 +71,9 @@ class Trial:
 # ------------------------------------------------------------------------------------ loading, checking
 
 
+_loading: Path | None = None  # the sweep file `load_sweep` is importing, if any
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
     p = Path(path)
     if p.is_dir():
@@ -81,13 +84,19 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise ConfigError(f"sweep file {p}: expected a .py file")
     spec = importlib.util.spec_from_file_location(f"sweep_{p.stem}", p)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    global _loading
+    _loading = p
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     except ConfigError:
         raise
+    except SystemExit as e:
+        raise ConfigError(f"{p}: exits when imported (status {e.code})") from None
     except Exception as e:  # a broken sweep file is the user's mistake: say where, in one line
         first = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(f"{p}: could not load ({type(e).__name__}{': ' + first if first else ''})") from None
+    finally:
+        _loading = None
     if not hasattr(module, "SWEEP"):
         raise ConfigError(f"{p}: defines no SWEEP = SweepSpec(...)")
     sweep = module.SWEEP
@@ -483,6 +492,10 @@ def execute(spec: SweepSpec, args: argparse.Namespace) -> int:
 def main(spec: SweepSpec, argv: list[str] | None = None) -> None:
     """The ``__main__`` of every sweep file (so that ``ray submit cluster.yaml sweeps/x.py`` works)."""
     from attention_tuner.cli import user_error_message
+
+    if _loading is not None:  # a sweep file that runs itself on import, read by `attention-tuner sweep`
+        raise ConfigError(f"{_loading}: calls main(...) when imported; call it under "
+                          "`if __name__ == \"__main__\":` as sweeps/quickstart.py does")
 
     prog = Path(sys.argv[0]).name
     args = build_parser(prog=prog).parse_args(argv)

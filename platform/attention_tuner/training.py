@@ -224,7 +224,13 @@ def load_policy(path: str | Path, device: str = "cpu") -> tuple[AttentionTuner, 
     """The model of a checkpoint, ready to evaluate, with its configuration."""
     state = checkpoint.load(path, map_location=device)
     cfg = build(TrialConfig, state["config"])
-    model = build_model(cfg, int(state["n_actions"])).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        model = build_model(cfg, int(state["n_actions"])).to(device)
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # weights of another shape, keys missing
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+        raise checkpoint.CheckpointError(f"{checkpoint.resolve(path)}: its weights do not match its configuration "
+                                         f"({detail})") from None
     model.eval()
     return model, cfg, state

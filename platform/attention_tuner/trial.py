@@ -4,7 +4,9 @@ The RL baseline (``algorithm: ppo_lstm``, attention_tuner.rl) runs through the s
 dataset, so the CLI and sweeps treat both alike.
 
 A trial directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoint/`` and the
-pictures (``attention.png``, ``curves.png``). Running it again resumes from the checkpoint.
+pictures (``attention.png``, ``curves.png``). Running it again resumes from the checkpoint (its configuration
+checked first, before anything is written or generated; ``metrics.jsonl`` cut back to the checkpoint's epochs);
+a run with nothing left to train is left as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import yaml
 
 from attention_tuner import checkpoint, datasets, demos, plots, training
 from attention_tuner.allocator import keep_freed_memory, release_freed_memory
-from attention_tuner.config import TrialConfig, supervised_heads, to_dict
+from attention_tuner.config import ConfigError, TrialConfig, build, supervised_heads, to_dict
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
 
@@ -46,9 +48,21 @@ def run_trial(
     the OS (`allocator.release_freed_memory`)."""
     keep_freed_memory()
     run = Path(run_dir).resolve()
+    checkpoint_file = run / "checkpoint" / "checkpoint.pt"
+    saved = saved_state(cfg, checkpoint_file)  # another configuration's checkpoint: refused, nothing written
     run.mkdir(parents=True, exist_ok=True)
-    demos.atomic_write_bytes(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
     metrics_file = run / "metrics.jsonl"
+    done_before = None
+    if saved is not None or metrics_file.exists():
+        # one line per epoch the checkpoint holds (none without one): lines an interrupted run logged after its
+        # last checkpoint are dropped, as the epochs they describe are trained again
+        history = saved["history"] if saved is not None else []
+        demos.atomic_write_bytes(metrics_file, "".join(json.dumps(m) + "\n" for m in history).encode())
+    if saved is not None:
+        done_before = int(saved["epoch"]) if finished(cfg, saved) else None
+    if done_before is None:  # a finished run keeps the configuration that trained it
+        demos.atomic_write_bytes(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    del saved
 
     def log(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
         release_freed_memory()  # once an epoch: what the kept heap no longer uses goes back to the OS
@@ -57,7 +71,6 @@ def run_trial(
         if report is not None:
             report(metrics, epoch, ckpt)
 
-    checkpoint_file = run / "checkpoint" / "checkpoint.pt"
     if cfg.algorithm == "ppo_lstm":
         from attention_tuner import rl
 
@@ -66,12 +79,34 @@ def run_trial(
         title = f"{cfg.task.name} (PPO with an LSTM, seed {cfg.seed})"
         artifacts = [plots.rl_learning_curves(history, run / "curves.png", title)]
         return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "checkpoint": checkpoint_file,
-                "manifest": None}
+                "manifest": None, "done_before": done_before}
     data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress))
     final = training.train(cfg, data, run, report=log)
     artifacts = write_pictures(run, data)
     return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "checkpoint": checkpoint_file,
-            "manifest": data.manifest}
+            "manifest": data.manifest, "done_before": done_before}
+
+
+def saved_state(cfg: TrialConfig, path: Path) -> dict[str, Any] | None:
+    """The checkpoint a run would resume from, or None; a CheckpointError when it is unreadable or another
+    configuration saved it (only the budgets may differ: epochs, training seconds, environment steps)."""
+    if not path.is_file():
+        return None
+    state = checkpoint.load(path)
+    try:
+        saved = to_dict(build(TrialConfig, state["config"]))  # fields added since it was saved: their defaults
+    except ConfigError as e:
+        raise checkpoint.CheckpointError(f"{path}: saved configuration is not valid here ({e})") from None
+    checkpoint.check_compatible(saved, to_dict(cfg), path)
+    return state
+
+
+def finished(cfg: TrialConfig, state: dict[str, Any]) -> bool:
+    """Whether a saved run has nothing left to train under cfg's budgets (so running it again changes nothing)."""
+    if cfg.algorithm == "ppo_lstm":
+        return int(state.get("env_steps", 0)) >= cfg.rl.env_steps
+    trained_s = float(state["history"][-1].get("perf/train_s", 0.0)) if state["history"] else 0.0
+    return int(state["epoch"]) >= cfg.optim.epochs or 0 < cfg.optim.time_budget_s <= trained_s
 
 
 def all_heads(model: AttentionTuner) -> AttentionTuner:

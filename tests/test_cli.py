@@ -1,0 +1,20 @@
+"""The command line's own logic (attention_tuner.cli): how flags become a trial configuration.
+Bad input at every entry point: test_bad_input.py."""
+
+from __future__ import annotations
+
+from attention_tuner import cli
+
+
+def test_kw_adds_to_the_config_files_task_parameters_instead_of_replacing_them(tmp_path):
+    (tmp_path / "count.yaml").write_text("task:\n  name: Counting\n  kwargs: {length: 3, test_freq: 0.5}\n")
+    args = cli.build_parser().parse_args(["train", "Counting", "--config", str(tmp_path / "count.yaml"),
+                                          "--kw", "length=4"])
+    assert cli.trial_config(args).task.kwargs == {"length": 4, "test_freq": 0.5}
+
+
+def test_task_parameters_read_numbers_in_exponent_notation():
+    assert cli.parse_kwargs(["test_freq=1e-1", "length=10", "name=abc", "flag=true", "x=2.5E3"]) == {
+        "test_freq": 0.1, "length": 10, "name": "abc", "flag": True, "x": 2500.0}
+    args = cli.build_parser().parse_args(["train", "Counting", "--set", "task.kwargs.test_freq=1e-1"])
+    assert cli.trial_config(args).task.kwargs["test_freq"] == 0.1

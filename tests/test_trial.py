@@ -1,0 +1,65 @@
+"""One trial end to end in its run folder (attention_tuner.trial): resuming, refusing, nothing to do."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from attention_tuner import checkpoint, trial
+from attention_tuner.config import TrialConfig, apply_overrides, build
+
+TINY = {
+    "task.name": "Ordering", "task.kwargs.length": 2, "data.episodes": 16, "model.d_model": 32,
+    "model.n_layers": 1, "model.n_heads": 2, "model.d_ff": 64, "optim.batch_size": 8, "optim.epochs": 2,
+    "eval.episodes": 0, "checkpoint_every": 2, "device": "cpu",
+}
+
+
+def config(**overrides) -> TrialConfig:
+    return apply_overrides(build(TrialConfig, {}), {**TINY, **overrides})
+
+
+def epochs_logged(run):
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_another_configuration_is_refused_before_anything_is_written_or_generated(tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    trial.run_trial(config(), run, data)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
+    datasets_before = sorted(p.name for p in data.iterdir())
+    with pytest.raises(checkpoint.CheckpointError, match="another configuration .*task.kwargs.length"):
+        trial.run_trial(config(**{"task.kwargs.length": 3}), run, data)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()} == before
+    assert sorted(p.name for p in data.iterdir()) == datasets_before  # the other dataset was not generated
+    assert yaml.safe_load((run / "config.yaml").read_text())["task"]["kwargs"] == {"length": 2}
+
+
+def test_a_finished_run_asked_for_fewer_epochs_is_left_as_it_is(tmp_path):
+    run = tmp_path / "run"
+    trial.run_trial(config(), run, tmp_path / "data")
+    result = trial.run_trial(config(**{"optim.epochs": 1}), run, tmp_path / "data")
+    assert result["done_before"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["epochs"] == 2
+    assert checkpoint.load(run / "checkpoint")["epoch"] == 2 and epochs_logged(run) == [1, 2]
+    assert trial.run_trial(config(**{"optim.epochs": 3}), run, tmp_path / "data")["done_before"] is None
+    assert epochs_logged(run) == [1, 2, 3]  # extended: trained on
+
+
+def test_lines_logged_after_the_last_checkpoint_are_not_repeated_on_resume(tmp_path):
+    run = tmp_path / "run"
+    trial.run_trial(config(), run, tmp_path / "data")
+    with open(run / "metrics.jsonl", "a") as f:  # an interrupted run: epoch 3 logged, killed before its checkpoint
+        f.write(json.dumps({"epoch": 3.0, "train/loss": 9.0}) + "\n")
+    trial.run_trial(config(**{"optim.epochs": 4}), run, tmp_path / "data")
+    assert epochs_logged(run) == [1, 2, 3, 4]
+    assert [h["epoch"] for h in checkpoint.load(run / "checkpoint")["history"]] == [1, 2, 3, 4]
+
+
+def test_a_run_folder_names_its_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    trial.run_trial(config(**{"optim.epochs": 1}), run, tmp_path / "data")
+    assert checkpoint.resolve(run) == run / "checkpoint" / "checkpoint.pt"  # `attention-tuner evaluate RUN`
+    assert checkpoint.resolve(run / "checkpoint") == run / "checkpoint" / "checkpoint.pt"
