@@ -16,10 +16,10 @@ def make_store(tmp_path, trials):
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     exp = tracking.ensure_experiment(uri, "synthetic")
     parent = tracking.start_parent(uri, exp, "synthetic", "sweep-1", {})
-    for i, (task, weight, fraction, seed, success, status) in enumerate(trials):
+    for i, (task, weight, fraction, seed, success, status, *extra) in enumerate(trials):
         run = tracking.child_run(uri, exp, parent, f"{i:03d}", "synthetic", {
             "task.name": task, "memory.weight": weight, "data.annotation_fraction": fraction, "seed": seed,
-            "memory.heads": "[[0, 0]]"})
+            "memory.heads": "[[0, 0]]", **(extra[0] if extra else {})})
         if success is not None:
             tracking.log_metrics(uri, run, {"eval/success_rate": 0.0}, 1)
             tracking.log_metrics(uri, run, {"eval/success_rate": success}, 2)  # the final value counts
@@ -128,3 +128,25 @@ def test_the_rl_baseline_is_its_own_method_outside_the_fraction_table(tmp_path):
     assert "| Hallway | 0.0 | 0.10 ± 0.00 | 1 |  |" in text  # vanilla alone at fraction 0
     assert "| ppo-1 | Hallway | 1 | finished | 1,024,000 | 10.0 | 0.50 |" in text
     assert (tmp_path / "out" / "rl_curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_noise_and_head_arms_are_not_pooled_into_the_main_comparison(tmp_path):
+    """Arms with annotation noise or other supervised heads have fraction 1 too: they get their own tables and
+    stay out of AttentionTuner's row in the verdict and the task x method table (vanilla stays out of the heads
+    table, whose (0, 0) cell its default params would otherwise join)."""
+    drop, other = {"data.noise.drop": "0.5"}, {"memory.heads": "[[1, 1]]"}
+    uri = make_store(tmp_path, [
+        ("Hallway", 10, 1.0, 0, 0.9, "FINISHED"), ("Hallway", 10, 1.0, 1, 0.8, "FINISHED"),
+        ("Hallway", 0, 1.0, 0, 0.1, "FINISHED"), ("Hallway", 0, 1.0, 1, 0.2, "FINISHED"),
+        ("Hallway", 10, 1.0, 0, 0.1, "FINISHED", drop), ("Hallway", 10, 1.0, 1, 0.1, "FINISHED", drop),
+        ("Hallway", 10, 1.0, 0, 0.3, "FINISHED", other), ("Hallway", 10, 1.0, 1, 0.3, "FINISHED", other),
+    ])
+    rows = load_rows(uri, experiment="synthetic")
+    v = verdicts(rows)[0]
+    assert v["attention_tuner"]["n"] == 2 and v["attention_tuner"]["mean"] == pytest.approx(0.85)
+    assert v["verdict"] == "AttentionTuner ahead"
+    text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
+    assert "| Hallway | attention_tuner | 0.85 ± 0.05 | 2 |  |" in text
+    assert "| Hallway | [[0, 0]] | 0.85 ± 0.05 | 2 |  |" in text  # the clean arm of head (0, 0): no noise, no vanilla
+    assert "| Hallway | [[1, 1]] | 0.30 ± 0.00 | 2 |  |" in text
+    assert "| Hallway | attention_tuner | drop=0.5 | 0.10 ± 0.00 | 2 |  |" in text

@@ -223,6 +223,33 @@ def test_the_printed_table_keeps_annotated_fractions_apart_from_full_annotation(
     assert "| Ordering | vanilla | 0.50 ± 0.00 | 3 |" in summary
 
 
+def test_the_printed_table_counts_finished_trials_only_and_keeps_noise_and_head_arms_apart():
+    from types import SimpleNamespace
+
+    from attention_tuner.config import TrialConfig, apply_overrides, build, to_dict
+
+    def result(key, overrides, success, error=None):
+        cfg = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **overrides})
+        return SimpleNamespace(config={"trial": {"key": key, "labels": {}, "config": to_dict(cfg)}},
+                               metrics={"eval/success_rate": success}, error=error)
+
+    grid = [result("0", {}, 0.9), result("1", {"seed": 1}, 0.1, error=RuntimeError("worker died")),
+            result("2", {"data.noise.drop": 0.5}, 0.2), result("3", {"memory.heads": [[1, 1]]}, 0.3),
+            result("4", {"memory.weight": 0.0}, 0.4)]
+    summary = sweep.results_table(sweep.results_rows(grid, "eval/success_rate")).split("\n\n")[1]
+    assert "| Hallway | attention_tuner | 0.90 ± 0.00 | 1 | 1 |" in summary  # the failed trial listed, not counted
+    assert "| Hallway | attention_tuner (noise drop=0.5) | 0.20 ± 0.00 | 1 |  |" in summary
+    assert "| Hallway | attention_tuner (heads L1H1) | 0.30 ± 0.00 | 1 |  |" in summary
+    assert "| Hallway | vanilla | 0.40 ± 0.00 | 1 |  |" in summary
+
+
+def test_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep.time, "strftime", lambda fmt: "20261203-180000")
+    names = [sweep.new_run_name(tmp_path, "tiny") for _ in range(3)]
+    assert names == ["tiny-20261203-180000", "tiny-20261203-180000-2", "tiny-20261203-180000-3"]
+    assert all((tmp_path / n).is_dir() for n in names)
+
+
 def test_progress_prints_one_line_per_trial_event():
     """A sweep's terminal output: one line when a trial starts, at each evaluation, when it ends or fails;
     epochs without an evaluation print nothing."""

@@ -128,6 +128,28 @@ def test_bad_parameters_raise_value_error_naming_them(env_id):
         gym.make(env_id, **{size: 0})
     with pytest.raises(ValueError, match=size):
         gym.make(env_id, **{size: "ten"})
+    with pytest.raises(ValueError, match="render_mode"), pytest.warns(UserWarning, match="render_mode='foo'"):
+        gym.make(env_id, render_mode="foo")  # gymnasium warns, the task refuses
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_every_task_takes_integer_actions_only(env_id):
+    """Python and NumPy integers (0-d arrays too) in range; a bool, a float or an id out of range is a ValueError
+    in every task alike (one had run 2.5 as 2, three had run True as 1)."""
+    env = gym.make(env_id, **SMALL[env_id]).unwrapped
+    n = int(env.action_space.n)
+    for bad in (2.5, True, np.bool_(True), -1, n, "1", np.array([1])):
+        env.reset(seed=0)
+        with pytest.raises(ValueError, match="action must be an integer"):
+            env.step(bad)
+    for good in (0, np.int64(1), np.array(1)):
+        env.reset(seed=0)
+        env.step(good)
+
+
+def test_probabilities_may_be_numpy_numbers():
+    env = gym.make("memory_tasks/Counting-v0", length=3, test_freq=np.float32(0.5), empty_freq=np.float64(0.25))
+    assert env.unwrapped.test_freq == 0.5 and env.unwrapped.empty_freq == 0.25
 
 
 def test_resolve_task_names():

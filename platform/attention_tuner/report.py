@@ -51,10 +51,34 @@ def annotated_fraction(params: dict[str, str]) -> float:
     return float(params.get("data.annotation_fraction", "1")) if method_of(params) == "attention_tuner" else 0.0
 
 
+def main_heads(rows: list[TrialRow]) -> str | None:
+    """The supervised heads of the main comparison's AttentionTuner: the default configuration's when a clean,
+    fully annotated trial used them, else the most common among those trials (None: no such trial)."""
+    from attention_tuner.config import TrialConfig, build, flatten
+
+    used = [r.heads for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"]
+    if not used:
+        return None
+    default = str(flatten(build(TrialConfig, {}))["memory.heads"])
+    return default if default in used else max(sorted(set(used)), key=used.count)
+
+
+def clean_rows(rows: list[TrialRow]) -> list[TrialRow]:
+    """The trials without an ablation of the annotations or of the supervised heads: no annotation noise, and
+    AttentionTuner on the main comparison's heads (`main_heads`); any annotated fraction."""
+    heads = main_heads(rows)
+    return [r for r in rows if r.noise == "none" and (r.method != "attention_tuner" or r.heads == heads)]
+
+
 def main_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The trials of the main comparison: vanilla, fully annotated AttentionTuner and the RL baseline (not
-    the fraction arms)."""
-    return [r for r in rows if r.fraction in (0.0, 1.0)]
+    """The trials of the main comparison: vanilla, fully annotated AttentionTuner and the RL baseline; not the
+    fraction, noise or (layer, head) arms, which get tables of their own."""
+    return [r for r in clean_rows(rows) if r.fraction in (0.0, 1.0)]
+
+
+def heads_rows(rows: list[TrialRow]) -> list[TrialRow]:
+    """The (layer, head) ablation: fully annotated AttentionTuner without annotation noise, any heads."""
+    return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"]
 
 
 def demonstration_rows(rows: list[TrialRow]) -> list[TrialRow]:
@@ -243,12 +267,12 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
     sections += [verdict_table(rows), ""]
     main = main_rows(rows)
     tables = [("task_method", ("task", "method"), "Success rate by task and method", main)]
-    if len({r.fraction for r in rows if r.method == "attention_tuner"}) > 1:
+    clean = demonstration_rows(clean_rows(rows))
+    if len({r.fraction for r in clean if r.method == "attention_tuner"}) > 1:
         tables.append(("fraction", ("task", "fraction"), "Success rate by annotated fraction (0: vanilla)",
-                       [r for r in demonstration_rows(rows)
-                        if any(r.task == o.task and 0 < o.fraction < 1 for o in rows)]))
-    if len({r.heads for r in rows if r.method == "attention_tuner"}) > 1:
-        tables.append(("heads", ("task", "heads"), "Success rate by supervised (layer, head)", rows))
+                       [r for r in clean if any(r.task == o.task and 0 < o.fraction < 1 for o in clean)]))
+    if len({r.heads for r in heads_rows(rows)}) > 1:
+        tables.append(("heads", ("task", "heads"), "Success rate by supervised (layer, head)", heads_rows(rows)))
     if len({r.noise for r in rows}) > 1:
         tables.append(("noise", ("task", "method", "noise"), "Success rate under annotation noise", rows))
     for name, keys, title, subset in tables:

@@ -20,8 +20,10 @@ from attention_tuner.report import (  # noqa: E402
     METRIC,
     TrialRow,
     aggregate,
+    clean_rows,
     copy_artifact,
     demonstration_rows,
+    heads_rows,
     main_rows,
 )
 
@@ -74,11 +76,12 @@ def success_by_fraction(rows: list[TrialRow], path: Path) -> Path:
 
 def heads_grid(rows: list[TrialRow], path: Path) -> Path:
     tasks = sorted({r.task for r in rows})
+    im = None
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         cells: dict[tuple[int, int], list[float]] = defaultdict(list)
         for r in rows:
-            if r.task == task and r.success is not None and r.heads.startswith("[["):
+            if r.task == task and r.status == "FINISHED" and r.success is not None and r.heads.startswith("[["):
                 heads = json.loads(r.heads)
                 if len(heads) == 1:
                     cells[tuple(heads[0])].append(r.success)
@@ -97,7 +100,8 @@ def heads_grid(rows: list[TrialRow], path: Path) -> Path:
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         ax.set_title(task)
-    fig.colorbar(im, ax=axes[0].tolist(), label="success rate")
+    if im is not None:  # some task had a single-head arm
+        fig.colorbar(im, ax=axes[0].tolist(), label="success rate")
     fig.suptitle("Memory loss on one (layer, head): success rate")
     return save_png(fig, path)
 
@@ -155,15 +159,16 @@ def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, P
         out.append(("RL baseline: learning curves", learning_curves(
             uri, ppo, folder / "rl_curves.png", x_metric="perf/env_steps",
             title="RL baseline (PPO with an LSTM): closed-loop success on held-out seeds")))
-    partial = {r.task for r in rows if 0 < r.fraction < 1}
+    clean = demonstration_rows(clean_rows(rows))
+    partial = {r.task for r in clean if 0 < r.fraction < 1}
     if partial:
         out.append(("Success against annotated fraction",
-                    success_by_fraction([r for r in demonstration_rows(rows) if r.task in partial],
-                                        folder / "fraction.png")))
-    if len({r.heads for r in rows if r.method == "attention_tuner"}) > 2:
-        out.append(("Layer x head ablation", heads_grid(rows, folder / "heads_grid.png")))
+                    success_by_fraction([r for r in clean if r.task in partial], folder / "fraction.png")))
+    if len({r.heads for r in heads_rows(rows)}) > 2:
+        out.append(("Layer x head ablation", heads_grid(heads_rows(rows), folder / "heads_grid.png")))
     for task in sorted({r.task for r in transformer}):
-        done = sorted((r for r in transformer if r.task == task and r.success is not None), key=lambda r: r.success)
+        done = sorted((r for r in transformer if r.task == task and r.status == "FINISHED" and r.success is not None),
+                      key=lambda r: r.success)
         for label, r in (("worst", done[0]), ("best", done[-1])) if done else ():
             dest = folder / f"attention_{task}_{label}.png"
             if copy_atomically(uri, r.run_id, "attention.png", dest):

@@ -348,7 +348,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
             raise ValueError(f"--resume: no earlier run of sweep {spec.name} under {root}")
         run_name = latest.read_text().strip()
     else:
-        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_name = ""  # claimed below, once nothing can fail before the sweep starts
     connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     address = None if connected else ray_address()
     import ray
@@ -357,6 +357,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     from attention_tuner.progress import Progress
 
     root.mkdir(parents=True, exist_ok=True)
+    run_name = run_name or new_run_name(root, spec.name)
     home = root / run_name
     home.mkdir(parents=True, exist_ok=True)
     demos.atomic_write_bytes(latest, (run_name + "\n").encode())
@@ -401,14 +402,30 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
         )
     grid = tuner.fit()
     rows = results_rows(grid, spec.metric)
-    table = results_table(rows)
+    table = results_table(rows, spec.metric)
     out = home / "results.md"
     demos.atomic_write_bytes(out, (table + "\n").encode())
     tracking.log_artifact(uri, parent, out)
-    errors = sum(1 for r in rows if r["status"] != "ok")
-    tracking.finish(uri, parent, "FINISHED" if not errors else "FAILED")
+    failed = [r["trial"] for r in rows if r["status"] != "ok"]
+    tracking.fail_unfinished_trials(uri, experiment_id, parent, failed)
+    tracking.finish(uri, parent, "FINISHED" if not failed else "FAILED")
     print(table, flush=True)
     return rows
+
+
+def new_run_name(root: Path, name: str) -> str:
+    """<name>-<date>-<time>, its folder under root claimed now (a second sweep started in the same second gets
+    a -2 suffix, never the first one's folder, parent run or trial runs)."""
+    base = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        run_name = base if k == 1 else f"{base}-{k}"
+        try:
+            (root / run_name).mkdir()
+            return run_name
+        except FileExistsError:
+            continue
+    raise OSError(f"{root}: could not claim a folder for {base}")
 
 
 def _trial_name(trial) -> str:
@@ -420,15 +437,31 @@ def flatten_space(spec: SweepSpec) -> dict[str, Any]:
     return {f"space.{k}": _short(list(v)) for k, v in spec.space.items()}
 
 
+def arm_suffix(cfg: TrialConfig) -> str:
+    """What sets an AttentionTuner trial apart from the main comparison's: an annotated fraction below 1,
+    annotation noise, supervised heads other than the default's (e.g. " (fraction 0.1)"); "" for none."""
+    if cfg.method != "attention_tuner":
+        return ""
+    parts = []
+    if cfg.data.annotation_fraction < 1:
+        parts.append(f"fraction {cfg.data.annotation_fraction:g}")
+    noise = [f"{k}={v:g}" for k, v in (("drop", cfg.data.noise.drop), ("shift", cfg.data.noise.shift),
+                                         ("spurious", cfg.data.noise.spurious)) if v]
+    if noise:
+        parts.append("noise " + ",".join(noise))
+    if cfg.memory.heads != build(TrialConfig, {}).memory.heads:
+        heads = cfg.memory.heads
+        parts.append("heads " + (heads if isinstance(heads, str) else " ".join(f"L{a}H{b}" for a, b in heads)))
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def results_rows(grid, metric: str) -> list[dict[str, Any]]:
     rows = []
     for r in grid:
         trial = r.config["trial"]
         cfg = build(TrialConfig, trial["config"])
         m = r.metrics or {}
-        method = cfg.method  # an annotated fraction below 1 is its own arm, as in the report
-        if method == "attention_tuner" and cfg.data.annotation_fraction < 1:
-            method += f" (fraction {cfg.data.annotation_fraction:g})"
+        method = cfg.method + arm_suffix(cfg)  # fraction, noise and heads arms apart, as in the report
         rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name, "method": method,
                      "seed": cfg.seed, metric: m.get(metric),
                      "val/decision_accuracy": m.get("val/decision_accuracy"),
@@ -436,22 +469,29 @@ def results_rows(grid, metric: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r["trial"])
 
 
-def results_table(rows: list[dict[str, Any]]) -> str:
-    """Per trial, then task x method: mean ± standard error over seeds of the final success rate."""
-    lines = ["| trial | task | method | seed | success rate | decision-step accuracy | status |",
+def results_table(rows: list[dict[str, Any]], metric: str = "eval/success_rate") -> str:
+    """Per trial, then task x method: mean ± standard error over seeds of the final ``metric``, of the trials
+    that finished (a failed trial's last report is mid-training: listed, not counted)."""
+    name = "success rate" if metric == "eval/success_rate" else metric
+    lines = [f"| trial | task | method | seed | {name} | decision-step accuracy | status |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        s, d = r.get("eval/success_rate"), r.get("val/decision_accuracy")
+        s, d = r.get(metric), r.get("val/decision_accuracy")
         lines.append(f"| {r['trial']} | {r['task']} | {r['method']} | {r['seed']} | "
                      f"{'' if s is None else f'{s:.2f}'} | {'' if d is None else f'{d:.2f}'} | {r['status']} |")
     groups: dict[tuple[str, str], list[float]] = {}
+    left_out: dict[tuple[str, str], list[str]] = {}
     for r in rows:
-        if r.get("eval/success_rate") is not None:
-            groups.setdefault((r["task"], r["method"]), []).append(r["eval/success_rate"])
-    lines += ["", "| task | method | success rate (mean ± s.e.) | seeds |", "|---|---|---|---|"]
-    for (task, method), vals in sorted(groups.items()):
-        mean, se = mean_se(vals)
-        lines.append(f"| {task} | {method} | {mean:.2f} ± {se:.2f} | {len(vals)} |")
+        key = (r["task"], r["method"])
+        if r["status"] == "ok" and r.get(metric) is not None:
+            groups.setdefault(key, []).append(r[metric])
+        else:
+            left_out.setdefault(key, []).append(r["trial"])
+    lines += ["", f"| task | method | {name} (mean ± s.e.) | seeds | not counted |", "|---|---|---|---|---|"]
+    for key in sorted(set(groups) | set(left_out)):
+        vals = groups.get(key, [])
+        cell = "n/a" if not vals else "{:.2f} ± {:.2f}".format(*mean_se(vals))
+        lines.append(f"| {key[0]} | {key[1]} | {cell} | {len(vals)} | {', '.join(left_out.get(key, []))} |")
     return "\n".join(lines)
 
 

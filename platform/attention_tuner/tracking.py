@@ -82,6 +82,12 @@ def resolve_uri(uri: str | None, must_exist: bool = False) -> str:
         raise bad(f"unsupported scheme {scheme!r} (use sqlite:///path or http(s)://host:port)")
     if scheme == "sqlite":
         _check_sqlite(uri, must_exist, bad)
+        path, query = uri.removeprefix("sqlite:///"), ""
+        if "?" in path:
+            path, query = path.split("?", 1)
+            query = "?" + query
+        # absolute: Ray Tune runs each trial in a folder of its own, where a relative path is another store
+        uri = f"sqlite:///{os.path.abspath(path)}{query}"
     elif scheme == "file":
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
             raise bad("MLflow 3 refuses file stores unless MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///path")
@@ -213,6 +219,7 @@ def start_parent(uri: str, experiment_id: str, sweep: str, sweep_id: str, params
     found = find_run(uri, experiment_id, {"sweep_id": sweep_id})
     if found:
         retry(lambda: client(uri).update_run(found, status="RUNNING"))
+        log_missing_params(uri, found, params)
         return found
     tags = {SWEEP_TAG: sweep, "sweep_id": sweep_id, "git_commit": git_commit(), "package_version": __version__,
             "mlflow.runName": f"sweep {sweep}"}
@@ -226,12 +233,20 @@ def child_run(uri: str, experiment_id: str, parent: str, trial_key: str, sweep: 
     found = find_run(uri, experiment_id, {TRIAL_TAG: trial_key, "parent_run": parent})
     if found:
         retry(lambda: client(uri).update_run(found, status="RUNNING"))
+        log_missing_params(uri, found, params)
         return found
     tags = {PARENT_TAG: parent, "parent_run": parent, TRIAL_TAG: trial_key, SWEEP_TAG: sweep,
             "git_commit": git_commit(), "package_version": __version__, "mlflow.runName": trial_key}
     run = retry(lambda: client(uri).create_run(experiment_id, tags=tags))
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
+
+
+def log_missing_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    """Log the params a found run lacks: one killed between its creation and its params gets them now (MLflow
+    refuses to change a logged value, so the ones it has are left alone)."""
+    have = retry(lambda: client(uri).get_run(run_id)).data.params
+    log_params(uri, run_id, {k: v for k, v in params.items() if k not in have})
 
 
 def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
@@ -256,3 +271,12 @@ def log_artifact(uri: str, run_id: str, path: str | Path, folder: str | None = N
 
 def finish(uri: str, run_id: str, status: str = "FINISHED") -> None:
     retry(lambda: client(uri).set_terminated(run_id, status))
+
+
+def fail_unfinished_trials(uri: str, experiment_id: str, parent: str, trial_keys: list[str]) -> None:
+    """Mark FAILED the runs of these trials that are still RUNNING: a trial whose worker died (killed, out of
+    memory, node lost) never ended its own run, and its last retry is over."""
+    for key in trial_keys:
+        found = find_run(uri, experiment_id, {TRIAL_TAG: key, "parent_run": parent})
+        if found and retry(lambda found=found: client(uri).get_run(found)).info.status == "RUNNING":
+            finish(uri, found, "FAILED")

@@ -106,9 +106,25 @@ def check_int(task: str, name: str, value: Any, minimum: int, maximum: int | Non
 
 
 def check_prob(task: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+    real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+    if not real or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{task}: parameter {name} must be a probability in [0, 1], got {value!r}")
     return float(value)
+
+
+def check_render_mode(task: str, value: Any, modes: tuple[str, ...]) -> str | None:
+    if value is not None and value not in modes:
+        raise ValueError(f"{task}: parameter render_mode must be None or one of {', '.join(modes)}, got {value!r}")
+    return value
+
+
+def check_action(task: str, action: Any, n: int) -> int:
+    """An action id in [0, n) as an int: Python or NumPy integers (0-d arrays too), never a bool or a float."""
+    if isinstance(action, np.ndarray) and action.shape == () and np.issubdtype(action.dtype, np.integer):
+        action = action.item()
+    if isinstance(action, bool | np.bool_) or not isinstance(action, int | np.integer) or not 0 <= action < n:
+        raise ValueError(f"{task}: action must be an integer in [0, {n}), got {action!r}")
+    return int(action)
 
 
 def check_obs_mode(task: str, value: Any) -> str:

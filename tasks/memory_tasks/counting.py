@@ -121,6 +121,7 @@ class CountingEnv(MiniGridEnv):
         self.test_freq = core.check_prob(TASK, "test_freq", test_freq)
         self.empty_freq = core.check_prob(TASK, "empty_freq", empty_freq)
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
+        core.check_render_mode(TASK, render_mode, ("human", "rgb_array"))  # MiniGrid's
         super().__init__(
             mission_space=MissionSpace(mission_func=self._gen_mission),
             width=ROOM,
@@ -189,8 +190,8 @@ class CountingEnv(MiniGridEnv):
         return view if self.obs_mode == "symbolic" else symbolic_to_pixels(view)
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = core.check_action(TASK, action, int(self.action_space.n))
         self.step_count += 1
-        action = int(action)
         if action == Actions.pickup:
             action = Actions.toggle
         if action == Actions.left:

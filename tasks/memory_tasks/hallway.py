@@ -121,6 +121,7 @@ class HallwayEnv(MiniGridEnv):
         core.reject_unknown(TASK, unknown)
         self.length = core.check_int(TASK, "length", length, 1)
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
+        core.check_render_mode(TASK, render_mode, ("human", "rgb_array"))  # MiniGrid's
         self.size = 4 * self.length + 5
         super().__init__(
             mission_space=MissionSpace(mission_func=_mission),
@@ -220,6 +221,7 @@ class HallwayEnv(MiniGridEnv):
     # ---- dynamics
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        action = core.check_action(TASK, action, int(self.action_space.n))
         if action == Actions.pickup:
             action = Actions.toggle
         if action == Actions.toggle:  # the only action that changes a cell: do it here, keep its code in step

@@ -177,8 +177,7 @@ class MortarMayhemEnv(gym.Env):
     def step(self, action):
         if self.finished:
             raise RuntimeError(f"{TASK}: step() after the episode ended; call reset()")
-        if not self.action_space.contains(action):
-            raise ValueError(f"{TASK}: invalid action {action!r}, expected 0..3")
+        action = core.check_action(TASK, action, 4)
         if self.t >= self.clue_steps - 1:  # clue-phase actions are ignored
             self._move(int(action))
         self.t += 1

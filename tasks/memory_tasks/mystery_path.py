@@ -244,8 +244,7 @@ class MysteryPathEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._over:
             raise RuntimeError(f"{TASK}: the episode is over; call reset()")
-        if isinstance(action, bool) or not isinstance(action, int | np.integer) or not 0 <= action < 4:
-            raise ValueError(f"{TASK}: action must be an integer in [0, 4), got {action!r}")
+        action = core.check_action(TASK, action, 4)
         if self.fallen:  # put back on the start; the action is ignored, the heading kept
             self.agent_pos = self.start
         elif action == LEFT:

@@ -139,6 +139,7 @@ class OrderingEnv(MiniGridEnv):
         core.reject_unknown(TASK, unknown)
         self.length = core.check_int(TASK, "length", length, 1)
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
+        core.check_render_mode(TASK, render_mode, ("human", "rgb_array"))  # MiniGrid's
         super().__init__(
             mission_space=MissionSpace(mission_func=_mission),
             width=7,
@@ -208,8 +209,7 @@ class OrderingEnv(MiniGridEnv):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._over:
             raise RuntimeError(f"{TASK}: the episode is over; call reset()")
-        if isinstance(action, bool) or not isinstance(action, int | np.integer) or not 0 <= action < 7:
-            raise ValueError(f"{TASK}: action must be an integer in [0, 7), got {action!r}")
+        action = core.check_action(TASK, action, 7)
         t = self.step_count
         self.step_count += 1
         reward, terminated, success = 0.0, False, False

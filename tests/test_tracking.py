@@ -1,0 +1,37 @@
+"""MLflow tracking (attention_tuner.tracking): the store's URI and runs found again."""
+
+from __future__ import annotations
+
+from attention_tuner import tracking
+
+
+def test_a_relative_sqlite_uri_names_the_same_store_from_any_folder(tmp_path, monkeypatch):
+    """Ray Tune runs each trial in a folder of its own: a relative path there would be another, empty store."""
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_uri("sqlite:///mlruns.db") == f"sqlite:///{tmp_path}/mlruns.db"
+    assert tracking.resolve_uri(f"sqlite:///{tmp_path}/x.db") == f"sqlite:///{tmp_path}/x.db"
+
+
+def test_a_run_found_again_gets_the_params_it_lacks(tmp_path):
+    """A trial killed between creating its run and logging its params: the retry's run has them."""
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    exp = tracking.ensure_experiment(uri, "x")
+    parent = tracking.start_parent(uri, exp, "x", "sweep-1", {"trials": 1})
+    bare = tracking.client(uri).create_run(exp, tags={tracking.PARENT_TAG: parent, "parent_run": parent,
+                                                      tracking.TRIAL_TAG: "000-0"}).info.run_id
+    again = tracking.child_run(uri, exp, parent, "000-0", "x", {"task.name": "Hallway", "seed": 0})
+    assert again == bare
+    assert tracking.client(uri).get_run(again).data.params == {"task.name": "Hallway", "seed": "0"}
+    assert tracking.child_run(uri, exp, parent, "000-0", "x", {"task.name": "Hallway", "seed": 0}) == bare
+
+
+def test_trials_left_running_are_marked_failed_and_finished_ones_kept(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    exp = tracking.ensure_experiment(uri, "x")
+    parent = tracking.start_parent(uri, exp, "x", "sweep-1", {})
+    died = tracking.child_run(uri, exp, parent, "000-0", "x", {})  # its worker died: never ended its run
+    done = tracking.child_run(uri, exp, parent, "001-1", "x", {})
+    tracking.finish(uri, done)
+    tracking.fail_unfinished_trials(uri, exp, parent, ["000-0", "001-1"])
+    status = {r: tracking.client(uri).get_run(r).info.status for r in (died, done)}
+    assert status == {died: "FAILED", done: "FINISHED"}
