@@ -63,3 +63,13 @@ def test_a_run_folder_names_its_checkpoint(tmp_path):
     trial.run_trial(config(**{"optim.epochs": 1}), run, tmp_path / "data")
     assert checkpoint.resolve(run) == run / "checkpoint" / "checkpoint.pt"  # `attention-tuner evaluate RUN`
     assert checkpoint.resolve(run / "checkpoint") == run / "checkpoint" / "checkpoint.pt"
+
+
+def test_a_dataset_that_fails_leaves_no_run_folder(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("manifest is not valid JSON")
+
+    monkeypatch.setattr(trial, "dataset_for", broken)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        trial.run_trial(config(), tmp_path / "run", tmp_path / "data")
+    assert not (tmp_path / "run").exists()

@@ -23,6 +23,8 @@ from attention_tuner.config import (
 )
 from attention_tuner.presets import CLI_PRESETS as PRESETS
 
+DESCRIPTION = ("Memory tasks with scripted experts, demonstration datasets, AttentionTuner training and evaluation, "
+               "sweeps (Ray Tune, MLflow) and reports.")
 # ConfigError, DatasetError and CheckpointError are ValueErrors; OSError: a path or the disk (one line each).
 USER_ERRORS = (ValueError, ConfigError, OSError)
 
@@ -37,6 +39,21 @@ def user_error_message(e: BaseException) -> str | None:
         prefix = "MLflow: " if not isinstance(e, USER_ERRORS) else ""
         return prefix + (lines[0].strip() if lines else type(e).__name__)
     return None
+
+
+class DefaultsHelp(argparse.HelpFormatter):
+    """--help shows each option's default where it has one worth showing (not None or a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = not (action.default is None or action.default is False or action.default == argparse.SUPPRESS)
+        if shown and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def add(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    return sub.add_parser(name, formatter_class=DefaultsHelp, **kwargs)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -78,10 +95,11 @@ def cmd_play(args: argparse.Namespace) -> int:
     import memory_tasks
 
     need(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
-    need(args.fps >= 1, f"--fps must be >= 1, got {args.fps}")
+    need(1 <= args.fps <= 50, f"--fps must be between 1 and 50 (a GIF frame lasts at least 20 ms), got {args.fps}")
     memory_tasks.resolve_task(args.task)
     kwargs = task_kwargs(args.task, args.kw)
     check_output_file(args.out, "--out")
+    need(Path(args.out).suffix.lower() == ".gif", f"--out {args.out}: the file is a GIF; name it *.gif")
     from attention_tuner.animation import write_gif
 
     out = write_gif(args.task, args.seed, args.out, kwargs, fps=args.fps)
@@ -93,6 +111,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import memory_tasks
 
     need(args.actors is None or args.actors >= 0, f"--actors must be >= 0, got {args.actors}")
+    need(args.episodes >= 1, f"--episodes must be >= 1, got {args.episodes}")
+    need(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
     memory_tasks.resolve_task(args.task)
     kwargs = task_kwargs(args.task, args.kw)
     check_output_folder(args.out, "--out")
@@ -181,6 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         res = rl.evaluate(module, cfg, kwargs, args.episodes, args.num_envs)
     else:
         res = evaluate(model, cfg.task.name, kwargs, args.episodes, args.num_envs)
+    res = {k: int(v) if k == "episodes" else v for k, v in res.items()}
     print(json.dumps({"task": cfg.task.name, "kwargs": kwargs, **res}, indent=2))
     return 0
 
@@ -239,10 +260,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="attention-tuner", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="attention-tuner", description=DESCRIPTION, formatter_class=DefaultsHelp)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("play", help="write a GIF of the expert's episode, recalled frames marked")
+    p = add(sub, "play", help="write a GIF of the expert's episode, recalled frames marked")
     p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
     p.add_argument("--seed", type=int, default=0, help="environment seed")
     p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
@@ -250,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=4, help="frames per second")
     p.set_defaults(func=cmd_play)
 
-    p = sub.add_parser("generate", help="generate (or find) an expert dataset with Ray actors")
+    p = add(sub, "generate", help="generate (or find) an expert dataset with Ray actors")
     p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
     p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
     p.add_argument("--episodes", type=int, required=True, help="successful expert episodes to store")
@@ -261,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("train", help="train one trial (dataset generated or reused)")
+    p = add(sub, "train", help="train one trial (dataset generated or reused)")
     p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
     p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
     p.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
@@ -274,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, default=None, help="Ray actors for generation (0: in-process)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="closed-loop evaluation of a checkpoint on held-out seeds")
+    p = add(sub, "evaluate", help="closed-loop evaluation of a checkpoint on held-out seeds")
     p.add_argument("checkpoint", help="checkpoint file or run folder's checkpoint/ directory")
     p.add_argument("--episodes", type=int, default=100, help="episodes on held-out seeds")
     p.add_argument("--num-envs", type=int, default=32, help="environments stepped together")
@@ -284,12 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from attention_tuner.sweep import build_parser as sweep_parser
 
-    p = sub.add_parser("sweep", help="run a sweep file with Ray Tune, tracked in MLflow",
+    p = add(sub, "sweep", help="run a sweep file with Ray Tune, tracked in MLflow",
                        parents=[sweep_parser()], add_help=False)
     p.add_argument("file", help="sweep file, e.g. sweeps/quickstart.py")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("report", help="tables and plots from the MLflow runs of an experiment or sweep")
+    p = add(sub, "report", help="tables and plots from the MLflow runs of an experiment or sweep")
     p.add_argument("--experiment", help="MLflow experiment name (every trial run in it)")
     p.add_argument("--sweep", help="sweep name (the trial runs of its latest parent run)")
     p.add_argument("--out", default="reports", help="folder for report.md, CSVs and PNGs")
@@ -298,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns.db)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="run every task's expert on a few seeds and write GIFs")
+    p = add(sub, "demo", help="run every task's expert on a few seeds and write GIFs")
     p.add_argument("--seeds", type=int, default=20, help="seeds per task")
     p.add_argument("--out", default="runs/demo", help="folder for the GIFs")
     p.set_defaults(func=cmd_demo)

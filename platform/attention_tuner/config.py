@@ -395,6 +395,8 @@ def check_task_kwargs(task: str, kwargs: dict[str, Any], what: str) -> None:
 def check_output_folder(path: str | Path, what: str) -> Path:
     """A folder a command creates or fills: refuse a file in the way and a place nobody can write, before
     anything starts (``what`` names the option, e.g. ``--out``). Creates nothing."""
+    if not str(path).strip():
+        raise ConfigError(f"{what}: empty path")
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{what} {p}: exists and is not a folder")
@@ -404,6 +406,8 @@ def check_output_folder(path: str | Path, what: str) -> Path:
 
 def check_output_file(path: str | Path, what: str) -> Path:
     """A file a command writes: its folder must exist and be writable, and it must not be a folder."""
+    if not str(path).strip():
+        raise ConfigError(f"{what}: empty path")
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{what} {p}: is a folder, not a file")

@@ -150,6 +150,12 @@ def trials(spec: SweepSpec, extra: dict[str, Any] | None = None) -> list[Trial]:
             raise ConfigError(f"sweep {spec.name}: trial {labels}: {e}") from None
         key = f"{i:03d}-" + "-".join(f"{v}" for v in labels.values())
         out.append(Trial(key=_safe(key), labels=labels, config=cfg))
+    seen: dict[str, str] = {}
+    for t in out:  # the same trial twice would train twice and count as two seeds
+        same = seen.setdefault(json.dumps(to_dict(t.config), sort_keys=True), t.key)
+        if same != t.key:
+            raise ConfigError(f"sweep {spec.name}: trials {same} and {t.key} have the same configuration "
+                              f"(a repeated value on an axis, or an override that makes two arms alike)")
     return out
 
 

@@ -50,19 +50,22 @@ def run_trial(
     run = Path(run_dir).resolve()
     checkpoint_file = run / "checkpoint" / "checkpoint.pt"
     saved = saved_state(cfg, checkpoint_file)  # another configuration's checkpoint: refused, nothing written
-    run.mkdir(parents=True, exist_ok=True)
     metrics_file = run / "metrics.jsonl"
-    done_before = None
-    if saved is not None or metrics_file.exists():
-        # one line per epoch the checkpoint holds (none without one): lines an interrupted run logged after its
-        # last checkpoint are dropped, as the epochs they describe are trained again
-        history = saved["history"] if saved is not None else []
-        demos.atomic_write_bytes(metrics_file, "".join(json.dumps(m) + "\n" for m in history).encode())
-    if saved is not None:
-        done_before = int(saved["epoch"]) if finished(cfg, saved) else None
-    if done_before is None:  # a finished run keeps the configuration that trained it
-        demos.atomic_write_bytes(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
-    del saved
+
+    def prepare() -> int | None:
+        """The run folder, once training is about to start (a dataset that fails leaves no folder behind):
+        metrics.jsonl holds one line per epoch of the checkpoint (lines an interrupted run logged after its
+        last checkpoint are dropped, as those epochs train again), config.yaml the configuration, unless the
+        run has nothing left to train (then it keeps the one that trained it). Returns the epochs (or RL
+        iterations) of such a finished run, else None."""
+        run.mkdir(parents=True, exist_ok=True)
+        if saved is not None or metrics_file.exists():
+            history = saved["history"] if saved is not None else []
+            demos.atomic_write_bytes(metrics_file, "".join(json.dumps(m) + "\n" for m in history).encode())
+        done = int(saved["epoch"]) if saved is not None and finished(cfg, saved) else None
+        if done is None:
+            demos.atomic_write_bytes(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+        return done
 
     def log(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
         release_freed_memory()  # once an epoch: what the kept heap no longer uses goes back to the OS
@@ -74,6 +77,8 @@ def run_trial(
     if cfg.algorithm == "ppo_lstm":
         from attention_tuner import rl
 
+        done_before = prepare()
+        del saved
         final = rl.train(cfg, run, report=log)
         history = checkpoint.load(checkpoint_file)["history"]
         title = f"{cfg.task.name} (PPO with an LSTM, seed {cfg.seed})"
@@ -81,6 +86,8 @@ def run_trial(
         return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "checkpoint": checkpoint_file,
                 "manifest": None, "done_before": done_before}
     data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress))
+    done_before = prepare()
+    del saved
     final = training.train(cfg, data, run, report=log)
     artifacts = write_pictures(run, data)
     return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "checkpoint": checkpoint_file,
