@@ -52,7 +52,7 @@ def run_trial(
     saved = saved_state(cfg, checkpoint_file)  # another configuration's checkpoint: refused, nothing written
     metrics_file = run / "metrics.jsonl"
 
-    def prepare() -> int | None:
+    def prepare(saved: dict[str, Any] | None) -> int | None:
         """The run folder, once training is about to start (a dataset that fails leaves no folder behind):
         metrics.jsonl holds one line per epoch of the checkpoint (lines an interrupted run logged after its
         last checkpoint are dropped, as those epochs train again), config.yaml the configuration, unless the
@@ -77,7 +77,7 @@ def run_trial(
     if cfg.algorithm == "ppo_lstm":
         from attention_tuner import rl
 
-        done_before = prepare()
+        done_before = prepare(saved)
         del saved
         final = rl.train(cfg, run, report=log)
         history = checkpoint.load(checkpoint_file)["history"]
@@ -86,7 +86,7 @@ def run_trial(
         return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "checkpoint": checkpoint_file,
                 "manifest": None, "done_before": done_before}
     data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress))
-    done_before = prepare()
+    done_before = prepare(saved)
     del saved
     final = training.train(cfg, data, run, report=log)
     artifacts = write_pictures(run, data)
