@@ -357,6 +357,9 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
         run_name = ""  # claimed below, once nothing can fail before the sweep starts
     connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     address = None if connected else ray_address()
+    if verbose < 2:  # Tune's newer console output prints its configuration box and paths even at verbose 0,
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the older one nothing but a warning about short epochs
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
 
@@ -415,7 +418,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     failed = [r["trial"] for r in rows if r["status"] != "ok"]
     tracking.fail_unfinished_trials(uri, experiment_id, parent, failed)
     tracking.finish(uri, parent, "FINISHED" if not failed else "FAILED")
-    print(table, flush=True)
+    print("\n" + table, flush=True)
     return rows
 
 

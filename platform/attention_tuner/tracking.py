@@ -9,6 +9,7 @@ locked" errors under concurrent trials are retried, never dropped silently.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import socket
@@ -183,6 +184,8 @@ def retry(fn: Callable[[], T], attempts: int = 8) -> T:
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    # "Creating initial MLflow database tables..." on every new store: MLflow's bookkeeping, not the user's
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=uri)
 
 
