@@ -18,3 +18,14 @@ def test_task_parameters_read_numbers_in_exponent_notation():
         "test_freq": 0.1, "length": 10, "name": "abc", "flag": True, "x": 2500.0}
     args = cli.build_parser().parse_args(["train", "Counting", "--set", "task.kwargs.test_freq=1e-1"])
     assert cli.trial_config(args).task.kwargs["test_freq"] == 0.1
+
+
+def test_kw_values_are_read_once_as_for_every_command():
+    """A quoted value stays text (then the task refuses it, as play and generate do), never re-read as a number."""
+    import pytest
+
+    from attention_tuner.config import ConfigError
+
+    args = cli.build_parser().parse_args(["train", "Hallway", "--kw", "length='10'"])
+    with pytest.raises(ConfigError, match="length must be an integer, got '10'"):
+        cli.trial_config(args)

@@ -150,3 +150,18 @@ def test_noise_and_head_arms_are_not_pooled_into_the_main_comparison(tmp_path):
     assert "| Hallway | [[0, 0]] | 0.85 ± 0.05 | 2 |  |" in text  # the clean arm of head (0, 0): no noise, no vanilla
     assert "| Hallway | [[1, 1]] | 0.30 ± 0.00 | 2 |  |" in text
     assert "| Hallway | attention_tuner | drop=0.5 | 0.10 ± 0.00 | 2 |  |" in text
+
+
+def test_a_sweep_of_partial_fractions_only_still_gets_its_fraction_table(tmp_path, capsys):
+    """No fully annotated arm: the fraction arms' heads are the main heads all the same. And --markdown may name
+    a file in a folder the report creates."""
+    uri = make_store(tmp_path, [
+        ("Hallway", 0, 1.0, 0, 0.1, "FINISHED"), ("Hallway", 10, 0.1, 0, 0.5, "FINISHED"),
+        ("Hallway", 10, 0.5, 0, 0.7, "FINISHED"),
+    ])
+    md = tmp_path / "rep" / "summary.md"
+    assert cli(["report", "--experiment", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "rep"),
+                "--markdown", str(md)]) == 0
+    text = md.read_text()
+    assert "| Hallway | 0.1 | 0.50 ± 0.00 | 1 |  |" in text and "| Hallway | 0.5 | 0.70 ± 0.00 | 1 |  |" in text
+    assert (tmp_path / "rep" / "fraction.png").is_file()

@@ -35,3 +35,14 @@ def test_trials_left_running_are_marked_failed_and_finished_ones_kept(tmp_path):
     tracking.fail_unfinished_trials(uri, exp, parent, ["000-0", "001-1"])
     status = {r: tracking.client(uri).get_run(r).info.status for r in (died, done)}
     assert status == {died: "FAILED", done: "FINISHED"}
+
+
+
+def test_a_sqlite_uri_with_a_driver_is_checked_and_made_absolute_too(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking.resolve_uri("sqlite+pysqlite:///m.db") == f"sqlite+pysqlite:///{tmp_path}/m.db"
+    (tmp_path / "dir.db").mkdir()
+    import pytest
+
+    with pytest.raises(ValueError, match="is a folder"):
+        tracking.resolve_uri("sqlite+pysqlite:///dir.db")

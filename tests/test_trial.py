@@ -73,3 +73,13 @@ def test_a_dataset_that_fails_leaves_no_run_folder(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not valid JSON"):
         trial.run_trial(config(), tmp_path / "run", tmp_path / "data")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_finished_run_restored_without_its_config_gets_one(tmp_path):
+    """A retry on another node restores the last reported checkpoint into a fresh folder: nothing left to train,
+    but the folder still gets its config.yaml."""
+    run = tmp_path / "run"
+    trial.run_trial(config(), run, tmp_path / "data")
+    (run / "config.yaml").unlink()
+    assert trial.run_trial(config(), run, tmp_path / "data")["done_before"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["epochs"] == 2

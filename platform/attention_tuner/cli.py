@@ -137,7 +137,8 @@ def trial_config(args: argparse.Namespace):
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         overrides.update(PRESETS[preset])
     overrides["task.name"] = args.task
-    for key, value in parse_kwargs(args.kw).items():  # into the --config file's task parameters, not over them
+    parse_kwargs(args.kw)  # its checks (reserved names); the values are read once, as every --set value
+    for key, value in parse_assignments(args.kw or [], what="--kw").items():  # into --config's task parameters
         overrides[f"task.kwargs.{key}"] = value
     overrides.update(parse_assignments(args.set or []))
     return apply_overrides(cfg, overrides)
@@ -219,8 +220,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if bool(args.experiment) == bool(args.sweep):
         raise ValueError("give exactly one of --experiment NAME or --sweep NAME")
     check_output_folder(args.out, "--out")
-    if args.markdown:
-        check_output_file(args.markdown, "--markdown")
+    if args.markdown:  # a file; its folder is created when missing, as for --out
+        if Path(args.markdown).is_dir() or not str(args.markdown).strip():
+            check_output_file(args.markdown, "--markdown")  # the message for a folder or an empty path
+        check_output_folder(Path(args.markdown).parent, "--markdown")
     uri = tracking.resolve_uri(args.tracking_uri, must_exist=True)  # a report never creates an empty store
     if args.notes:
         if not os.path.isfile(args.notes):

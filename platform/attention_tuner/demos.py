@@ -286,7 +286,7 @@ def generate(
         if shards_in_place(out, read_manifest(out)):  # a manifest that cannot be read is a DatasetError
             return out
         # a shard deleted or cut short: write it again (the same seeds give the same shard), reusing the others
-        (out / MANIFEST).unlink()
+        (out / MANIFEST).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[int, dict[str, Any]] = {}
     bar = Progress(req.episodes, f"generate {req.env_id}", progress)

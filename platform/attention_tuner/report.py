@@ -51,12 +51,14 @@ def annotated_fraction(params: dict[str, str]) -> float:
     return float(params.get("data.annotation_fraction", "1")) if method_of(params) == "attention_tuner" else 0.0
 
 
-def main_heads(rows: list[TrialRow]) -> str | None:
-    """The supervised heads of the main comparison's AttentionTuner: the default configuration's when a clean,
-    fully annotated trial used them, else the most common among those trials (None: no such trial)."""
+def main_heads(rows: list[TrialRow], task: str) -> str | None:
+    """The supervised heads of AttentionTuner in ``task``'s main comparison: among its trials without annotation
+    noise (fully annotated ones first), the default configuration's heads when some used them, else the most
+    common (None: no such trial)."""
     from attention_tuner.config import TrialConfig, build, flatten
 
-    used = [r.heads for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"]
+    clean = [r for r in rows if r.task == task and r.method == "attention_tuner" and r.noise == "none"]
+    used = [r.heads for r in clean if r.fraction == 1.0] or [r.heads for r in clean]
     if not used:
         return None
     default = str(flatten(build(TrialConfig, {}))["memory.heads"])
@@ -65,9 +67,9 @@ def main_heads(rows: list[TrialRow]) -> str | None:
 
 def clean_rows(rows: list[TrialRow]) -> list[TrialRow]:
     """The trials without an ablation of the annotations or of the supervised heads: no annotation noise, and
-    AttentionTuner on the main comparison's heads (`main_heads`); any annotated fraction."""
-    heads = main_heads(rows)
-    return [r for r in rows if r.noise == "none" and (r.method != "attention_tuner" or r.heads == heads)]
+    AttentionTuner on its task's main heads (`main_heads`); any annotated fraction."""
+    heads = {task: main_heads(rows, task) for task in {r.task for r in rows}}
+    return [r for r in rows if r.noise == "none" and (r.method != "attention_tuner" or r.heads == heads[r.task])]
 
 
 def main_rows(rows: list[TrialRow]) -> list[TrialRow]:

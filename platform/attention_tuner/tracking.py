@@ -81,14 +81,14 @@ def resolve_uri(uri: str | None, must_exist: bool = False) -> str:
         raise bad("expected sqlite:///path or http(s)://host:port")
     if scheme.partition("+")[0] not in SCHEMES:
         raise bad(f"unsupported scheme {scheme!r} (use sqlite:///path or http(s)://host:port)")
-    if scheme == "sqlite":
-        _check_sqlite(uri, must_exist, bad)
-        path, query = uri.removeprefix("sqlite:///"), ""
-        if "?" in path:
-            path, query = path.split("?", 1)
-            query = "?" + query
+    if scheme.partition("+")[0] == "sqlite":  # sqlite:///path, or with a driver: sqlite+pysqlite:///path
+        head, sep, rest = uri.partition(":///")
+        path, query_sep, query = rest.partition("?")
+        if not sep or not path:
+            raise bad("expected sqlite:///path (three slashes, then the path of the database file)")
+        _check_sqlite(Path(path), must_exist, bad)
         # absolute: Ray Tune runs each trial in a folder of its own, where a relative path is another store
-        uri = f"sqlite:///{os.path.abspath(path)}{query}"
+        uri = f"{head}:///{os.path.abspath(path)}{query_sep}{query}"
     elif scheme == "file":
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
             raise bad("MLflow 3 refuses file stores unless MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///path")
@@ -133,10 +133,7 @@ def _host_port(uri: str, default_port: int, bad: Callable[[str], ValueError]) ->
     return parts.hostname, port
 
 
-def _check_sqlite(uri: str, must_exist: bool, bad: Callable[[str], ValueError]) -> None:
-    if not uri.startswith("sqlite:///") or uri == "sqlite:///":
-        raise bad("expected sqlite:///path (three slashes, then the path of the database file)")
-    db = Path(uri.removeprefix("sqlite:///"))
+def _check_sqlite(db: Path, must_exist: bool, bad: Callable[[str], ValueError]) -> None:
     if db.is_dir():
         raise bad(f"{db} is a folder, not an SQLite file")
     if db.exists():

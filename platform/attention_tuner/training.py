@@ -228,6 +228,8 @@ def load_policy(path: str | Path, device: str = "cpu") -> tuple[AttentionTuner, 
         model = build_model(cfg, int(state["n_actions"])).to(device)
         model.load_state_dict(state["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # weights of another shape, keys missing
+        if type(e) is RuntimeError and "state_dict" not in str(e):
+            raise  # not a mismatch (e.g. out of memory on the device)
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
         raise checkpoint.CheckpointError(f"{checkpoint.resolve(path)}: its weights do not match its configuration "

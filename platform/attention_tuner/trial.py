@@ -63,7 +63,7 @@ def run_trial(
             history = saved["history"] if saved is not None else []
             demos.atomic_write_bytes(metrics_file, "".join(json.dumps(m) + "\n" for m in history).encode())
         done = int(saved["epoch"]) if saved is not None and finished(cfg, saved) else None
-        if done is None:
+        if done is None or not (run / "config.yaml").exists():  # (a retry elsewhere restores a checkpoint alone)
             demos.atomic_write_bytes(run / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
         return done
 
@@ -95,8 +95,9 @@ def run_trial(
 
 
 def saved_state(cfg: TrialConfig, path: Path) -> dict[str, Any] | None:
-    """The checkpoint a run would resume from, or None; a CheckpointError when it is unreadable or another
-    configuration saved it (only the budgets may differ: epochs, training seconds, environment steps)."""
+    """The progress (epoch, history, env_steps) of the checkpoint a run would resume from, or None; a
+    CheckpointError when it is unreadable or another configuration saved it (only the budgets may differ:
+    epochs, training seconds, environment steps)."""
     if not path.is_file():
         return None
     state = checkpoint.load(path)
@@ -105,7 +106,7 @@ def saved_state(cfg: TrialConfig, path: Path) -> dict[str, Any] | None:
     except ConfigError as e:
         raise checkpoint.CheckpointError(f"{path}: saved configuration is not valid here ({e})") from None
     checkpoint.check_compatible(saved, to_dict(cfg), path)
-    return state
+    return {k: state[k] for k in ("epoch", "history", "env_steps") if k in state}  # not the weights: held a while
 
 
 def finished(cfg: TrialConfig, state: dict[str, Any]) -> bool:
