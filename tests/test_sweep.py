@@ -160,6 +160,42 @@ def test_a_retry_keeps_only_the_checkpoint_tune_was_reported(tmp_path):
     assert (local / "checkpoint.pt").read_bytes() == b"epoch 1, reported"
 
 
+def test_a_retry_does_not_log_again_an_epoch_mlflow_already_has(tmp_path, monkeypatch):
+    """Killed after logging epoch 1 to MLflow but before reporting it to Tune, a trial starts over: epoch 1 is
+    trained again and reported to Tune, but its MLflow run keeps one value per step (the first)."""
+    import ray.tune as tune
+    from mlflow.tracking import MlflowClient
+
+    from attention_tuner import tracking
+    from attention_tuner import trial as trial_module
+    from attention_tuner.config import to_dict
+
+    t = sweep.trials(sweep.load_sweep(ROOT / "sweeps" / "tiny.py"))[0]
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    exp = tracking.ensure_experiment(uri, "tiny")
+    parent = tracking.start_parent(uri, exp, "tiny", "tiny-1", {})
+    run = tracking.child_run(uri, exp, parent, t.key, "tiny", sweep.trial_params(t))
+    tracking.log_metrics(uri, run, {"epoch": 1.0, "train/loss": 0.5}, 1)  # the killed attempt's epoch 1
+    reported = []
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reported.append(metrics["epoch"]))
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"weights")
+
+    def retried(cfg, run_dir, data_root, report):  # the retry trains epochs 1 and 2 (other float rounding)
+        for epoch in (1, 2):
+            report({"epoch": float(epoch), "train/loss": 0.4}, epoch, None)
+        return {"artifacts": [], "checkpoint": ckpt, "manifest": None}
+
+    monkeypatch.setattr(trial_module, "run_trial", retried)
+    ctx = {"uri": uri, "experiment_id": exp, "parent": parent, "sweep": "tiny", "trials": str(tmp_path / "trials"),
+           "data_root": str(tmp_path / "data")}
+    sweep.trainable({"ctx": ctx, "trial": {"key": t.key, "labels": t.labels, "config": to_dict(t.config)}})
+    assert reported == [1.0, 2.0]
+    loss = MlflowClient(tracking_uri=uri).get_metric_history(run, "train/loss")
+    assert sorted((m.step, m.value) for m in loss) == [(1, 0.5), (2, 0.4)]
+
+
 def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint(tmp_path):
     """SIGKILL the process running a trial: Tune retries it from its last checkpoint, the final metrics equal
     an uninterrupted run's, and its MLflow run is the same run, continued (no duplicate)."""

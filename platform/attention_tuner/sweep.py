@@ -259,9 +259,13 @@ def trainable(params: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     demos.atomic_write_bytes(run_dir / "worker.pid", f"{os.getpid()}\n".encode())  # which process runs it
     keep_reported_checkpoint(run_dir / "checkpoint", tune.get_checkpoint())
+    # A retry trains again the epochs after its reported checkpoint; those logged before it was killed keep
+    # their first values (the same, up to float rounding on another node), each step once in the run.
+    logged = tracking.logged_steps(uri, run_id)
 
     def report(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
-        tracking.log_metrics(uri, run_id, metrics, epoch)
+        if epoch not in logged:
+            tracking.log_metrics(uri, run_id, metrics, epoch)
         saved = tune.Checkpoint.from_directory(str(ckpt.parent)) if ckpt is not None else None
         tune.report(dict(metrics), checkpoint=saved)
 
@@ -286,8 +290,8 @@ def keep_reported_checkpoint(folder: Path, reported: Any) -> None:
     A trial saves its checkpoint, logs the epoch's metrics to MLflow, then reports both to Tune. Killed in
     between, its local checkpoint is an epoch ahead of what Tune and MLflow have: resuming from it would skip
     that epoch's metrics. So a retry continues from the reported checkpoint (on any node), and with none
-    reported starts over; an epoch logged to MLflow but not reported is then logged again, with the same values
-    (training is seeded).
+    reported starts over; an epoch logged to MLflow but not reported is then trained again, and `trainable`
+    does not log it a second time.
     """
     if folder.exists():
         shutil.rmtree(folder)

@@ -265,6 +265,12 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
     retry(lambda: client(uri).log_batch(run_id, metrics=items))
 
 
+def logged_steps(uri: str, run_id: str, key: str = "epoch") -> set[int]:
+    """The steps at which a run has ``key`` (every epoch's metrics carry "epoch"): what a retried trial has
+    logged already."""
+    return {m.step for m in retry(lambda: client(uri).get_metric_history(run_id, key))}
+
+
 def log_artifact(uri: str, run_id: str, path: str | Path, folder: str | None = None) -> None:
     retry(lambda: client(uri).log_artifact(run_id, str(path), folder))
 
