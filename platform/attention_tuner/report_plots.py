@@ -46,8 +46,8 @@ def success_by_task(rows: list[TrialRow], path: Path) -> Path:
                 es.append(g["se"])
                 ns.append(g["n"])
         ax.bar(xs, ys, width, yerr=es, capsize=4, color=COLOURS.get(m), label=m.replace("_", " "))
-        for x, y, n in zip(xs, ys, ns, strict=True):
-            ax.text(x, y + 0.02, f"n={n}", ha="center", fontsize=7)
+        for x, y, e, n in zip(xs, ys, es, ns, strict=True):
+            ax.text(x, y + e + 0.015, f"n={n}", ha="center", va="bottom", fontsize=7)  # above the error bar
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("success rate (held-out seeds)")
