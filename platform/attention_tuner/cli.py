@@ -69,14 +69,18 @@ def need(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
-    """``--kw length=10`` -> {'length': 10} (values read as YAML scalars: numbers, booleans, strings)."""
-    out = {}
-    for key, value in parse_assignments(items or [], what="--kw").items():
+def kw_assignments(items: list[str] | None) -> dict[str, str]:
+    """``--kw length=10`` -> {'length': '10'}: the names checked (none reserved), the values as typed."""
+    out = parse_assignments(items or [], what="--kw")
+    for key in out:
         if key in RESERVED_TASK_KWARGS:
             raise ConfigError(f"--kw {key}: not a task parameter (train with --set task.obs_mode=... instead)")
-        out[key] = parse_scalar(value)
     return out
+
+
+def parse_kwargs(items: list[str] | None) -> dict[str, Any]:
+    """``--kw length=10`` -> {'length': 10} (values read as YAML scalars: numbers, booleans, strings)."""
+    return {key: parse_scalar(value) for key, value in kw_assignments(items).items()}
 
 
 def task_kwargs(task: str, items: list[str] | None) -> dict[str, Any]:
@@ -137,8 +141,7 @@ def trial_config(args: argparse.Namespace):
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         overrides.update(PRESETS[preset])
     overrides["task.name"] = args.task
-    parse_kwargs(args.kw)  # its checks (reserved names); the values are read once, as every --set value
-    for key, value in parse_assignments(args.kw or [], what="--kw").items():  # into --config's task parameters
+    for key, value in kw_assignments(args.kw).items():  # into --config's task parameters; read as --set values
         overrides[f"task.kwargs.{key}"] = value
     overrides.update(parse_assignments(args.set or []))
     return apply_overrides(cfg, overrides)
