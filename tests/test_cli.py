@@ -29,3 +29,23 @@ def test_kw_values_are_read_once_as_for_every_command():
     args = cli.build_parser().parse_args(["train", "Hallway", "--kw", "length='10'"])
     with pytest.raises(ConfigError, match="length must be an integer, got '10'"):
         cli.trial_config(args)
+
+
+def test_evaluate_plays_the_task_the_trial_was_evaluated_on_unless_told_otherwise(tmp_path, capsys):
+    """A trial evaluated at another length (eval.kwargs, length generalisation) is re-evaluated there by
+    default, so `evaluate` reproduces its recorded eval/ numbers; --kw still overrides."""
+    import json
+
+    from attention_tuner import trial
+    from attention_tuner.config import TrialConfig, apply_overrides, build
+
+    cfg = apply_overrides(build(TrialConfig, {}), {
+        "task.name": "Ordering", "task.kwargs.length": 2, "eval.kwargs.length": 3, "data.episodes": 16,
+        "model.d_model": 16, "model.n_layers": 1, "model.d_ff": 16, "optim.epochs": 1, "eval.episodes": 0,
+        "device": "cpu"})
+    trial.run_trial(cfg, tmp_path / "run", tmp_path / "data")
+    for extra, length in (([], 3), (["--kw", "length=4"], 4)):
+        capsys.readouterr()
+        assert cli.main(["evaluate", str(tmp_path / "run"), "--episodes", "2", *extra]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["kwargs"] == {"length": length} and out["episodes"] == 2

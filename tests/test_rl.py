@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from attention_tuner import rl
-from attention_tuner.config import ConfigError, TrialConfig, apply_overrides, build
+from attention_tuner.config import EVAL_SEED_BASE, ConfigError, TrialConfig, apply_overrides, build
 from attention_tuner.model import SymbolicEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,10 +84,21 @@ def test_method_and_encoder_follow_the_configuration():
     ({"rl.encoder": "rnn"}, "rl.encoder must be auto, mlp or cnn"),
     ({"rl.gamma": 1.5}, r"rl.gamma must be in \(0, 1\]"),
     ({"rl.env_steps": 0}, "rl.env_steps must be >= 1"),
+    ({"seed": 999_999_999}, r"seed \+ rl.num_envs must stay below 1000000000"),
 ])
 def test_bad_rl_settings_are_one_line_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         config(**overrides)
+
+
+def test_a_resumed_run_seeds_rllib_anew_below_the_evaluation_seeds():
+    """From the start the trial seed; resumed at iteration k another seed each k, so the environments play new
+    episodes instead of the ones the run began with (RLlib resets them with its seed)."""
+    cfg = config(**{"seed": 7})
+    seeds = [rl.run_seed(cfg, k) for k in range(6)]
+    assert seeds[0] == 7 and len(set(seeds)) == 6
+    assert all(0 <= s and s + cfg.rl.num_envs < EVAL_SEED_BASE for s in seeds)
+    assert rl.run_seed(cfg, 3) == rl.run_seed(cfg, 3)
 
 
 @pytest.fixture

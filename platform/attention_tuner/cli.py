@@ -199,7 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise checkpoint.CheckpointError(
             f"{checkpoint.resolve(args.checkpoint)}: saved configuration is not valid here ({e})") from None
-    kwargs = {**cfg.task.kwargs, **extra}
+    kwargs = {**cfg.task.kwargs, **cfg.eval.kwargs, **extra}  # as the trial's own evaluations, then --kw
     check_task_kwargs(cfg.task.name, kwargs, "--kw")
     if rl_baseline:
         res = rl.evaluate(module, cfg, kwargs, args.episodes, args.num_envs)
@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=100, help="episodes on held-out seeds")
     p.add_argument("--num-envs", type=int, default=32, help="environments stepped together")
     p.add_argument("--kw", action="append", metavar="KEY=VALUE",
-                   help="task parameter override, e.g. length=60 (length generalisation)")
+                   help="task parameter override, e.g. length=60 (length generalisation); default: the "
+                        "task parameters the trial was evaluated with (task.kwargs, then eval.kwargs)")
     p.set_defaults(func=cmd_evaluate)
 
     from attention_tuner.sweep import build_parser as sweep_parser

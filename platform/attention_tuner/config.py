@@ -511,4 +511,7 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     need(cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}")
     need(cfg.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
     need(cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}")
+    need(cfg.algorithm != "ppo_lstm" or cfg.seed + rl.num_envs < EVAL_SEED_BASE,
+         f"seed + rl.num_envs must stay below {EVAL_SEED_BASE} for the RL baseline (its environments' first "
+         f"episodes take seeds from seed on; the evaluation seeds start there), got seed {cfg.seed}")
     return cfg

@@ -133,6 +133,20 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_folder(path: Path) -> None:
+    """Force a folder's entries (a rename into it) to disk; best effort: some file systems refuse it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_target(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer to fill; renamed to ``path`` once the block succeeds.
@@ -148,6 +162,7 @@ def atomic_target(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, final)
+        fsync_folder(final.parent)  # the rename itself survives a crash
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

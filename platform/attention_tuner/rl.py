@@ -17,8 +17,9 @@ exactly the resources the sweep gives it.
 Checkpoints hold no pickle: the learner's module weights and optimiser state as tensors (``torch.save``,
 loaded with ``weights_only=True``, checksummed, written atomically by ``checkpoint.save``), plus the
 iteration, environment steps, history and configuration. A retried or extended trial rebuilds the algorithm
-from its configuration and loads them; its environments restart with fresh episodes, so unlike the
-Transformer's loop a resumed PPO run is not bit-identical to an uninterrupted one.
+from its configuration and loads them; its environments restart with fresh episodes (RLlib seeded anew for the
+iteration it resumes at, `run_seed`), so unlike the Transformer's loop a resumed PPO run is not bit-identical
+to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 
 import memory_tasks
 from attention_tuner import checkpoint
-from attention_tuner.config import ConfigError, TrialConfig, build, to_dict
+from attention_tuner.config import EVAL_SEED_BASE, ConfigError, TrialConfig, build, to_dict
 from attention_tuner.evaluation import closed_loop
 from attention_tuner.model import N_COLORS, N_OBJECTS, N_STATES
 from attention_tuner.observations import ObservationEncoder
@@ -122,9 +123,18 @@ CONV_FILTERS = {
 # ------------------------------------------------------------------------------------------ algorithm
 
 
-def ppo_config(cfg: TrialConfig) -> Any:
+def run_seed(cfg: TrialConfig, iteration: int) -> int:
+    """The seed of RLlib (its environments' first resets, its random generators) for a run starting at
+    ``iteration``: the trial seed from the start, another one per resume point, so that a resumed run plays new
+    episodes instead of the ones it began with; always below the evaluation seeds."""
+    if iteration == 0:
+        return cfg.seed
+    return (cfg.seed * 1_000_003 + iteration) % (EVAL_SEED_BASE - cfg.rl.num_envs)
+
+
+def ppo_config(cfg: TrialConfig, seed: int | None = None) -> Any:
     """RLlib's PPOConfig for the trial: new API stack, encoder -> LSTM -> policy and value heads, the env
-    runner and the learner in this process (on the trial's device)."""
+    runner and the learner in this process (on the trial's device); ``seed``: `run_seed` (default cfg.seed)."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
     from ray.tune.registry import register_env
@@ -148,7 +158,7 @@ def ppo_config(cfg: TrialConfig) -> Any:
             fcnet_hiddens=[2 * rl.lstm_cell_size], fcnet_activation="relu",  # the mlp encoder's layer
             use_lstm=True, lstm_cell_size=rl.lstm_cell_size, max_seq_len=rl.max_seq_len,
             vf_share_layers=True))
-        .debugging(seed=cfg.seed, log_level="ERROR")
+        .debugging(seed=cfg.seed if seed is None else seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=max(rl.num_envs, 20))
     )
 
@@ -260,8 +270,11 @@ def train(cfg: TrialConfig, run_dir: str | Path | None = None, report: Report | 
     started = not ray.is_initialized()
     if started:  # the CLI: RLlib needs a Ray instance, even with everything in this process; a quiet one
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    torch.manual_seed(cfg.seed)
-    algo = ppo_config(cfg).build_algo()
+    ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
+    start = int(checkpoint.load(ckpt)["epoch"]) if ckpt is not None and checkpoint.resolve(ckpt).is_file() else 0
+    seed = run_seed(cfg, start)
+    torch.manual_seed(seed)
+    algo = ppo_config(cfg, seed).build_algo()
     try:
         return _train(algo, cfg, run_dir, report)
     finally:

@@ -132,7 +132,8 @@ def write_pictures(run: Path, data: datasets.Demonstrations) -> list[Path]:
     _, val = datasets.split(data, cfg.data.val_fraction)
     episode = int(val[0]) if len(val) else 0
     encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, "cpu")
-    title = f"{cfg.task.name} ({cfg.method}, seed {cfg.seed}), held-out episode: expert vs learned attention"
+    which = "held-out episode" if len(val) else "training episode (no held-out ones)"
+    title = f"{cfg.task.name} ({cfg.method}, seed {cfg.seed}), {which}: expert vs learned attention"
     return [
         plots.attention_figure(model, encode, data, episode, run / "attention.png", title,
                                supervised=tuple(supervised_heads(cfg))),
