@@ -282,3 +282,21 @@ def test_reusing_encodings_plays_exactly_the_episodes_of_encoding_every_step(tas
         torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
     assert {k: plain[k] for k in ("success_rate", "mean_return", "mean_length")} == \
         {k: memo[k] for k in ("success_rate", "mean_return", "mean_length")}
+
+
+def test_a_checkpoint_whose_annotated_subset_was_drawn_the_old_way_is_refused_below_fraction_one(demo, tmp_path):
+    """Before 2026-12-03 evening the subset was drawn among all episodes; resuming such a run (fraction below 1)
+    would switch its annotated episodes mid-run. Fraction 1 annotates every training episode either way."""
+    for fraction, refused in ((0.5, True), (1.0, False)):
+        run = tmp_path / f"f{fraction}"
+        cfg = config(**{"data.annotation_fraction": fraction, "optim.epochs": 2, "eval.episodes": 0})
+        training.train(cfg, demo, run)
+        state = checkpoint.load(run / "checkpoint")
+        del state["annotated_among"]  # as older versions saved it
+        checkpoint.save(run / "checkpoint", state)
+        longer = config(**{"data.annotation_fraction": fraction, "optim.epochs": 3, "eval.episodes": 0})
+        if refused:
+            with pytest.raises(checkpoint.CheckpointError, match="older version, which drew the annotated 0.5"):
+                training.train(longer, demo, run)
+        else:
+            assert training.train(longer, demo, run)["epoch"] == 3

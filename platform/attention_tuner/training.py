@@ -19,7 +19,7 @@ import torch
 
 import memory_tasks
 from attention_tuner import checkpoint, datasets, losses
-from attention_tuner.config import TrialConfig, build, supervised_heads, to_dict
+from attention_tuner.config import ConfigError, TrialConfig, build, supervised_heads, to_dict
 from attention_tuner.evaluation import evaluate
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
@@ -121,6 +121,27 @@ def measure(step: Stepper, demos: datasets.Demonstrations, index: np.ndarray, ba
     return res
 
 
+# How the annotated subset is drawn, saved in checkpoints: among the training episodes (since 2026-12-03; before,
+# among all episodes, held-out ones included, and checkpoints had no such key).
+ANNOTATED_AMONG = "training episodes"
+
+
+def check_resumable(state: dict[str, Any], cfg: TrialConfig, path: Path) -> None:
+    """Refuse (CheckpointError) to resume ``cfg`` from a checkpoint's ``state`` another configuration saved
+    (only the budgets may differ), or one whose annotated subset was drawn another way (fraction below 1)."""
+    try:
+        saved = to_dict(build(TrialConfig, state["config"]))  # fields added since it was saved: their defaults
+    except ConfigError as e:
+        raise checkpoint.CheckpointError(f"{path}: saved configuration is not valid here ({e})") from None
+    checkpoint.check_compatible(saved, to_dict(cfg), path)
+    fraction = cfg.data.annotation_fraction
+    if cfg.algorithm != "ppo_lstm" and 0 < fraction < 1 and state.get("annotated_among") != ANNOTATED_AMONG:
+        raise checkpoint.CheckpointError(
+            f"{path}: saved by an older version, which drew the annotated {fraction:g} of the episodes among all "
+            f"of them, held-out ones included; resuming would change the annotated set mid-run (delete the "
+            f"checkpoint folder to start the run anew)")
+
+
 def trial_data(cfg: TrialConfig, demos: datasets.Demonstrations
                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """(training indices, held-out indices, per-episode pairs) of a trial: the annotated fraction is of the
@@ -153,8 +174,7 @@ def train(
     ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
     if resume and ckpt_dir is not None and checkpoint.resolve(ckpt_dir).is_file():
         state = checkpoint.load(ckpt_dir, map_location=device)
-        saved = to_dict(build(TrialConfig, state["config"]))  # fields added since it was saved: their defaults
-        checkpoint.check_compatible(saved, to_dict(cfg), ckpt_dir)
+        check_resumable(state, cfg, checkpoint.resolve(ckpt_dir))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
@@ -212,6 +232,7 @@ def train(
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "config": to_dict(cfg), "n_actions": n_actions, "history": history,
+                "annotated_among": ANNOTATED_AMONG,
             })
         if report is not None:
             report(metrics, epoch + 1, path)

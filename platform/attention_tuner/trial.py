@@ -20,7 +20,7 @@ import yaml
 
 from attention_tuner import checkpoint, datasets, demos, plots, training
 from attention_tuner.allocator import keep_freed_memory, release_freed_memory
-from attention_tuner.config import ConfigError, TrialConfig, build, supervised_heads, to_dict
+from attention_tuner.config import TrialConfig, supervised_heads, to_dict
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
 
@@ -96,16 +96,11 @@ def run_trial(
 
 def saved_state(cfg: TrialConfig, path: Path) -> dict[str, Any] | None:
     """The progress (epoch, history, env_steps) of the checkpoint a run would resume from, or None; a
-    CheckpointError when it is unreadable or another configuration saved it (only the budgets may differ:
-    epochs, training seconds, environment steps)."""
+    CheckpointError when it is unreadable or cannot be resumed (`training.check_resumable`)."""
     if not path.is_file():
         return None
     state = checkpoint.load(path)
-    try:
-        saved = to_dict(build(TrialConfig, state["config"]))  # fields added since it was saved: their defaults
-    except ConfigError as e:
-        raise checkpoint.CheckpointError(f"{path}: saved configuration is not valid here ({e})") from None
-    checkpoint.check_compatible(saved, to_dict(cfg), path)
+    training.check_resumable(state, cfg, path)
     return {k: state[k] for k in ("epoch", "history", "env_steps") if k in state}  # not the weights: held a while
 
 
