@@ -41,7 +41,7 @@ from attention_tuner.config import EVAL_SEED_BASE, ConfigError, TrialConfig, bui
 from attention_tuner.evaluation import closed_loop
 from attention_tuner.model import N_COLORS, N_OBJECTS, N_STATES
 from attention_tuner.observations import ObservationEncoder
-from attention_tuner.training import pick_device
+from attention_tuner.training import check_resumable, pick_device, trained_seconds
 
 Report = Callable[[dict[str, float], int, Path | None], None]
 INSTALL_HINT = "pip install 'attention-tuner[rllib]'"
@@ -270,13 +270,16 @@ def train(cfg: TrialConfig, run_dir: str | Path | None = None, report: Report | 
     started = not ray.is_initialized()
     if started:  # the CLI: RLlib needs a Ray instance, even with everything in this process; a quiet one
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ckpt = Path(run_dir) / "checkpoint" if run_dir is not None else None
-    start = int(checkpoint.load(ckpt)["epoch"]) if ckpt is not None and checkpoint.resolve(ckpt).is_file() else 0
-    seed = run_seed(cfg, start)
+    ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
+    state = None
+    if ckpt_dir is not None and checkpoint.resolve(ckpt_dir).is_file():  # read once, checked before RLlib starts
+        state = checkpoint.load(ckpt_dir)
+        check_resumable(state, cfg, checkpoint.resolve(ckpt_dir))
+    seed = run_seed(cfg, int(state["epoch"]) if state is not None else 0)
     torch.manual_seed(seed)
     algo = ppo_config(cfg, seed).build_algo()
     try:
-        return _train(algo, cfg, run_dir, report)
+        return _train(algo, cfg, ckpt_dir, state, report)
     finally:
         algo.stop()
         # outside Tune, RLlib's Trainable makes a log folder under ~/ray_results that nothing writes to
@@ -286,17 +289,15 @@ def train(cfg: TrialConfig, run_dir: str | Path | None = None, report: Report | 
             ray.shutdown()
 
 
-def _train(algo: Any, cfg: TrialConfig, run_dir: str | Path | None, report: Report | None) -> dict[str, float]:
-    ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
+def _train(algo: Any, cfg: TrialConfig, ckpt_dir: Path | None, state: dict[str, Any] | None,
+           report: Report | None) -> dict[str, float]:
+    """The iterations of `train`, resumed from the checkpoint ``state`` (already checked) when given."""
     iteration, env_steps, trained_s, history = 0, 0, 0.0, []
-    if ckpt_dir is not None and checkpoint.resolve(ckpt_dir).is_file():
-        state = checkpoint.load(ckpt_dir)
-        saved = to_dict(build(TrialConfig, state["config"]))
-        checkpoint.check_compatible(saved, to_dict(cfg), ckpt_dir)
+    if state is not None:
         algo.set_state(state["model"])  # the learner's weights and optimiser; RLlib syncs the env runner
         iteration, env_steps = int(state["epoch"]), int(state["env_steps"])
         history = list(state["history"])
-        trained_s = float(history[-1].get("perf/train_s", 0.0)) if history else 0.0
+        trained_s = trained_seconds(history)
     metrics: dict[str, float] = history[-1] if history else {}
     kwargs = {**cfg.task.kwargs, **cfg.eval.kwargs}
     while env_steps < cfg.rl.env_steps:

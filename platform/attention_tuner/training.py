@@ -142,6 +142,16 @@ def check_resumable(state: dict[str, Any], cfg: TrialConfig, path: Path) -> None
             f"checkpoint folder to start the run anew)")
 
 
+def trained_seconds(history: list[dict[str, float]]) -> float:
+    """Seconds of training a run's history holds (its last epoch's perf/train_s; 0 for none)."""
+    return float(history[-1].get("perf/train_s", 0.0)) if history else 0.0
+
+
+def out_of_time(cfg: TrialConfig, trained_s: float) -> bool:
+    """Whether a run has used its time budget (optim.time_budget_s; 0: none)."""
+    return 0 < cfg.optim.time_budget_s <= trained_s
+
+
 def trial_data(cfg: TrialConfig, demos: datasets.Demonstrations
                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
     """(training indices, held-out indices, per-episode pairs) of a trial: the annotated fraction is of the
@@ -183,8 +193,8 @@ def train(
         start_epoch, history = int(state["epoch"]), list(state["history"])
 
     metrics: dict[str, float] = history[-1] if history else {}
-    trained_s = float(history[-1].get("perf/train_s", 0.0)) if history else 0.0
-    if 0 < cfg.optim.time_budget_s <= trained_s:  # it stopped on its time budget: run again, it stays done
+    trained_s = trained_seconds(history)
+    if out_of_time(cfg, trained_s):  # it stopped on its time budget: run again, it stays done
         return metrics
     for epoch in range(start_epoch, cfg.optim.epochs):
         model.train()
@@ -217,8 +227,8 @@ def train(
         metrics["perf/epoch_s"] = elapsed
         metrics["perf/train_s"] = trained_s
         metrics.update({f"val/{k}": v for k, v in measure(step, demos, val_idx, cfg.optim.batch_size).items()})
-        out_of_time = 0 < cfg.optim.time_budget_s <= trained_s
-        last = epoch + 1 == cfg.optim.epochs or out_of_time
+        stop = out_of_time(cfg, trained_s)
+        last = epoch + 1 == cfg.optim.epochs or stop
         if cfg.eval.episodes and ((epoch + 1) % cfg.eval.every == 0 or last):
             kwargs = {**cfg.task.kwargs, **cfg.eval.kwargs}
             result = evaluate(model, cfg.task.name, kwargs, cfg.eval.episodes, cfg.eval.num_envs, device=device)
@@ -236,7 +246,7 @@ def train(
             })
         if report is not None:
             report(metrics, epoch + 1, path)
-        if out_of_time:
+        if stop:
             break
     return metrics
 

@@ -108,8 +108,8 @@ def finished(cfg: TrialConfig, state: dict[str, Any]) -> bool:
     """Whether a saved run has nothing left to train under cfg's budgets (so running it again changes nothing)."""
     if cfg.algorithm == "ppo_lstm":
         return int(state.get("env_steps", 0)) >= cfg.rl.env_steps
-    trained_s = float(state["history"][-1].get("perf/train_s", 0.0)) if state["history"] else 0.0
-    return int(state["epoch"]) >= cfg.optim.epochs or 0 < cfg.optim.time_budget_s <= trained_s
+    return (int(state["epoch"]) >= cfg.optim.epochs
+            or training.out_of_time(cfg, training.trained_seconds(state["history"])))
 
 
 def all_heads(model: AttentionTuner) -> AttentionTuner:
