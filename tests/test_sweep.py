@@ -279,6 +279,27 @@ def test_the_printed_table_counts_finished_trials_only_and_keeps_noise_and_head_
     assert "| Hallway | vanilla | 0.40 ± 0.00 | 1 |  |" in summary
 
 
+def test_the_printed_table_takes_the_main_heads_as_the_report_does():
+    """A sweep whose AttentionTuner trials all supervise other heads than the default's: those heads are the
+    main comparison's (as `report.main_heads` takes them), so the table gives them no heads suffix; a second
+    set of heads beside them is an arm of its own."""
+    from types import SimpleNamespace
+
+    from attention_tuner.config import TrialConfig, apply_overrides, build, to_dict
+
+    def result(key, overrides, success):
+        cfg = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **overrides})
+        return SimpleNamespace(config={"trial": {"key": key, "labels": {}, "config": to_dict(cfg)}},
+                               metrics={"eval/success_rate": success}, error=None)
+
+    grid = [result("0", {"memory.heads": "all"}, 0.9), result("1", {"memory.heads": "all", "seed": 1}, 0.7),
+            result("2", {"memory.heads": [[1, 1]]}, 0.3), result("3", {"memory.weight": 0.0}, 0.4)]
+    summary = sweep.results_table(sweep.results_rows(grid, "eval/success_rate")).split("\n\n")[1]
+    assert "| Hallway | attention_tuner | 0.80 ± 0.10 | 2 |" in summary
+    assert "| Hallway | attention_tuner (heads L1H1) | 0.30 ± 0.00 | 1 |" in summary
+    assert "heads all" not in summary
+
+
 def test_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep.time, "strftime", lambda fmt: "20261203-180000")
     names = [sweep.new_run_name(tmp_path, "tiny") for _ in range(3)]

@@ -52,13 +52,20 @@ def annotated_fraction(params: dict[str, str]) -> float:
 
 
 def main_heads(rows: list[TrialRow], task: str) -> str | None:
-    """The supervised heads of AttentionTuner in ``task``'s main comparison: among its trials without annotation
-    noise (fully annotated ones first), the default configuration's heads when some used them, else the most
-    common (None: no such trial)."""
+    """The supervised heads of AttentionTuner in ``task``'s main comparison (`pick_main_heads` over its trials
+    without annotation noise)."""
+    return pick_main_heads([(r.heads, r.fraction) for r in rows
+                            if r.task == task and r.method == "attention_tuner" and r.noise == "none"])
+
+
+def pick_main_heads(clean: list[tuple[str, float]]) -> str | None:
+    """The main comparison's supervised heads among one task's AttentionTuner trials without annotation noise,
+    given as (heads as logged, annotated fraction): among the fully annotated ones (else all), the default
+    configuration's heads when some used them, else the most common (None: no such trial). The report and the
+    table a sweep prints both take this rule."""
     from attention_tuner.config import TrialConfig, build, flatten
 
-    clean = [r for r in rows if r.task == task and r.method == "attention_tuner" and r.noise == "none"]
-    used = [r.heads for r in clean if r.fraction == 1.0] or [r.heads for r in clean]
+    used = [h for h, fraction in clean if fraction == 1.0] or [h for h, _ in clean]
     if not used:
         return None
     default = str(flatten(build(TrialConfig, {}))["memory.heads"])

@@ -40,7 +40,7 @@ from attention_tuner.presets import (  # noqa: F401  (for sweep files)
     PAPER_TASKS,
     RL_BASELINE,
 )
-from attention_tuner.report import mean_se
+from attention_tuner.report import mean_se, pick_main_heads
 
 
 @dataclass(frozen=True)
@@ -450,9 +450,15 @@ def flatten_space(spec: SweepSpec) -> dict[str, Any]:
     return {f"space.{k}": _short(list(v)) for k, v in spec.space.items()}
 
 
-def arm_suffix(cfg: TrialConfig) -> str:
+def heads_label(cfg: TrialConfig) -> str:
+    """The supervised heads as MLflow logs them (the report's `TrialRow.heads`)."""
+    return str(flatten(cfg)["memory.heads"])
+
+
+def arm_suffix(cfg: TrialConfig, main_heads: str | None) -> str:
     """What sets an AttentionTuner trial apart from the main comparison's: an annotated fraction below 1,
-    annotation noise, supervised heads other than the default's (e.g. " (fraction 0.1)"); "" for none."""
+    annotation noise, supervised heads other than its task's main heads (`report.pick_main_heads`), e.g.
+    " (fraction 0.1)"; "" for none."""
     if cfg.method != "attention_tuner":
         return ""
     parts = []
@@ -462,20 +468,25 @@ def arm_suffix(cfg: TrialConfig) -> str:
                                          ("spurious", cfg.data.noise.spurious)) if v]
     if noise:
         parts.append("noise " + ",".join(noise))
-    if cfg.memory.heads != build(TrialConfig, {}).memory.heads:
+    if heads_label(cfg) != main_heads:
         heads = cfg.memory.heads
         parts.append("heads " + (heads if isinstance(heads, str) else " ".join(f"L{a}H{b}" for a, b in heads)))
     return f" ({'; '.join(parts)})" if parts else ""
 
 
 def results_rows(grid, metric: str) -> list[dict[str, Any]]:
+    """One row per trial for the table a sweep prints; the arms apart as in the report (`arm_suffix`)."""
+    cfgs = [build(TrialConfig, r.config["trial"]["config"]) for r in grid]
+    clean = [c for c in cfgs if c.method == "attention_tuner" and not (c.data.noise.drop or c.data.noise.shift
+                                                                        or c.data.noise.spurious)]
+    main = {task: pick_main_heads([(heads_label(c), c.data.annotation_fraction) for c in clean
+                                   if c.task.name == task]) for task in {c.task.name for c in cfgs}}
     rows = []
-    for r in grid:
+    for r, cfg in zip(grid, cfgs, strict=True):
         trial = r.config["trial"]
-        cfg = build(TrialConfig, trial["config"])
         m = r.metrics or {}
-        method = cfg.method + arm_suffix(cfg)  # fraction, noise and heads arms apart, as in the report
-        rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name, "method": method,
+        rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name,
+                     "method": cfg.method + arm_suffix(cfg, main[cfg.task.name]),
                      "seed": cfg.seed, metric: m.get(metric),
                      "val/decision_accuracy": m.get("val/decision_accuracy"),
                      "status": "ok" if r.error is None else f"error: {str(r.error).splitlines()[0][:80]}"})
