@@ -165,3 +165,15 @@ def test_a_sweep_of_partial_fractions_only_still_gets_its_fraction_table(tmp_pat
     text = md.read_text()
     assert "| Hallway | 0.1 | 0.50 ± 0.00 | 1 |  |" in text and "| Hallway | 0.5 | 0.70 ± 0.00 | 1 |  |" in text
     assert (tmp_path / "rep" / "fraction.png").is_file()
+
+
+def test_the_wall_time_of_a_resumed_sweep_leaves_out_the_time_between_sessions():
+    from attention_tuner.report import wall_time
+
+    assert wall_time(45.0, 1, 2700.0, 1) == "wall time 45 min (datasets, trials and results)"
+    assert wall_time(45.0, 1, None, 0) == "wall time 45 min (datasets, trials and results)"  # older runs
+    two = wall_time(600.0, 2, 1800.0, 2)
+    assert two.startswith("600 min from start to end, of which 30 min running in 2 sessions")
+    killed = wall_time(600.0, 3, 1800.0, 2)
+    assert "of which at least 30 min running in 3 sessions" in killed
+    assert "1 of them killed or cut off from MLflow before logging its time" in killed

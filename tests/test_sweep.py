@@ -93,6 +93,7 @@ def test_tiny_sweep_writes_one_parent_and_two_child_runs(tiny_sweep):
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
     assert parent.data.tags["sweep"] == "tiny" and parent.data.tags["git_commit"] and parent.info.status == "FINISHED"
+    assert parent.data.metrics["sweep/sessions"] == 1 and parent.data.metrics["sweep/running_s"] > 0
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
@@ -136,6 +137,12 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
         assert child.info.status == "FINISHED"
         steps = {m.step for m in c.get_metric_history(child.info.run_id, "train/action_loss")}
         assert steps == {1, 2, 3, 4}
+    # two sessions; the killed one could not log its running time, and the report says so
+    assert parents[0].data.metrics["sweep/sessions"] == 2
+    assert [m.step for m in c.get_metric_history(parents[0].info.run_id, "sweep/running_s")] == [2]
+    from attention_tuner import report
+
+    assert "running in 2 sessions" in report.run_summary(uri, None, "tiny")[0]
 
 
 def test_a_retry_keeps_only_the_checkpoint_tune_was_reported(tmp_path):

@@ -46,3 +46,19 @@ def test_a_sqlite_uri_with_a_driver_is_checked_and_made_absolute_too(tmp_path, m
 
     with pytest.raises(ValueError, match="is a folder"):
         tracking.resolve_uri("sqlite+pysqlite:///dir.db")
+
+
+def test_a_sweep_counts_its_sessions_and_their_running_time(tmp_path):
+    """A resumed sweep is one more session; the running time adds up over the sessions that logged theirs."""
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    exp = tracking.ensure_experiment(uri, "x")
+    parent = tracking.start_parent(uri, exp, "x", "sweep-1", {})
+    first = tracking.start_session(uri, parent)
+    tracking.add_running_time(uri, parent, 60.0, first)
+    second = tracking.start_session(uri, parent)
+    tracking.add_running_time(uri, parent, 30.0, second)
+    third = tracking.start_session(uri, parent)  # killed: never logs its time
+    metrics = tracking.client(uri).get_run(parent).data.metrics
+    assert (first, second, third) == (1, 2, 3)
+    assert metrics["sweep/sessions"] == 3 and metrics["sweep/running_s"] == 90.0
+    assert len(tracking.client(uri).get_metric_history(parent, "sweep/running_s")) == 2

@@ -143,6 +143,19 @@ def verdict_table(rows: list[TrialRow]) -> str:
     return "\n".join(lines)
 
 
+def wall_time(span_min: float, sessions: int, running_s: float | None, timed: int) -> str:
+    """A sweep's wall time from its parent run: start to end, and for a sweep run in several sessions (resumed)
+    the time it was running, without the time between: ``running_s`` summed over the ``timed`` sessions that
+    logged theirs (`tracking.add_running_time`; a killed session could not)."""
+    if sessions <= 1 or running_s is None:
+        return f"wall time {span_min:.0f} min (datasets, trials and results)"
+    running = f"{running_s / 60:.0f} min" if timed >= sessions else f"at least {running_s / 60:.0f} min"
+    n = sessions - timed
+    untimed = "" if n <= 0 else f"; {n} of them killed or cut off from MLflow before logging {'its' if n == 1 else 'their'} time"
+    return (f"{span_min:.0f} min from start to end, of which {running} running in {sessions} sessions (datasets, "
+            f"trials and results; the time between sessions not counted{untimed})")
+
+
 def run_summary(uri: str, experiment: str | None, sweep: str | None) -> list[str]:
     """Start, end, wall time and commit of the sweep's latest parent run (nothing for a bare experiment)."""
     import datetime
@@ -164,7 +177,9 @@ def run_summary(uri: str, experiment: str | None, sweep: str | None) -> list[str
             f"commit {p.data.tags.get('git_commit', '?')[:12]}): started {stamp(p.info.start_time)}")
     if p.info.end_time:
         minutes = (p.info.end_time - p.info.start_time) / 60000
-        line += f", ended {stamp(p.info.end_time)}, wall time {minutes:.0f} min (datasets, trials and results)"
+        timed = len(tracking.retry(lambda: c.get_metric_history(p.info.run_id, "sweep/running_s")))
+        line += f", ended {stamp(p.info.end_time)}, " + wall_time(
+            minutes, int(p.data.metrics.get("sweep/sessions", 1)), p.data.metrics.get("sweep/running_s"), timed)
     else:
         line += f", not finished (status {p.info.status.lower()})"
     return [line + ".", ""]

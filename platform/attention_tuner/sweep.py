@@ -344,6 +344,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     verbose: 0 prints only the final table; 1 adds a line per trial event (`progress.Progress`); 2 adds Ray
     Tune's own tables (each trial's configuration, results, status every few seconds).
     """
+    session_start = time.time()
     # Everything a user can get wrong is checked before anything is imported, created or started.
     ts = trials(spec, extra)
     if any(t.config.algorithm == "ppo_lstm" for t in ts):
@@ -364,11 +365,6 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     if verbose < 2:  # Tune's newer console output prints its configuration box and paths even at verbose 0,
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the older one nothing but a warning about short epochs
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    import ray
-    from ray import tune
-
-    from attention_tuner.progress import Progress
-
     root.mkdir(parents=True, exist_ok=True)
     run_name = run_name or new_run_name(root, spec.name)
     home = root / run_name
@@ -377,6 +373,25 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
 
     experiment_id = tracking.ensure_experiment(uri, spec.name)
     parent = tracking.start_parent(uri, experiment_id, spec.name, run_name, parent_params(spec, ts))
+    session = tracking.start_session(uri, parent)
+    try:
+        return _run_session(spec, ts, resume, uri, root, home, experiment_id, parent, address, verbose)
+    finally:  # this session's time, also when interrupted (not when killed; an unreachable store loses it)
+        try:
+            tracking.add_running_time(uri, parent, time.time() - session_start, session)
+        except Exception as e:  # noqa: BLE001  (never hide what ended the session)
+            print(f"warning: could not log the sweep's running time to MLflow: {str(e).splitlines()[0]}",
+                  file=sys.stderr)
+
+
+def _run_session(spec: SweepSpec, ts: list[Trial], resume: bool, uri: str, root: Path, home: Path,
+                 experiment_id: str, parent: str, address: str | None, verbose: int) -> list[dict[str, Any]]:
+    """`run` once the parent run exists: Ray, the datasets, Tune, the results."""
+    import ray
+    from ray import tune
+
+    from attention_tuner.progress import Progress
+
     print(f"MLflow: {tracking.display_uri(uri)}  experiment {spec.name!r}  parent run {parent}", flush=True)
     if not ray.is_initialized():
         if address:

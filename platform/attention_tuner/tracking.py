@@ -265,6 +265,21 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
     retry(lambda: client(uri).log_batch(run_id, metrics=items))
 
 
+def start_session(uri: str, run_id: str) -> int:
+    """Count one more session of a sweep's parent run (metric ``sweep/sessions``; a resumed sweep is one more)
+    and return its number."""
+    sessions = int(retry(lambda: client(uri).get_run(run_id)).data.metrics.get("sweep/sessions", 0)) + 1
+    log_metrics(uri, run_id, {"sweep/sessions": sessions}, step=sessions)
+    return sessions
+
+
+def add_running_time(uri: str, run_id: str, seconds: float, session: int) -> None:
+    """Add a session's running time to a sweep's parent run (metric ``sweep/running_s``, the total so far, at
+    step ``session``), so a report can leave out the time a sweep was down between sessions."""
+    have = retry(lambda: client(uri).get_run(run_id)).data.metrics
+    log_metrics(uri, run_id, {"sweep/running_s": have.get("sweep/running_s", 0.0) + seconds}, step=session)
+
+
 def logged_steps(uri: str, run_id: str, key: str = "epoch") -> set[int]:
     """The steps at which a run has ``key`` (every epoch's metrics carry "epoch"): what a retried trial has
     logged already."""
