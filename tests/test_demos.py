@@ -103,6 +103,63 @@ def test_generating_again_writes_a_deleted_or_cut_shard_anew(tmp_path, small_sha
         assert (path / name).stat().st_mtime_ns == mtime, f"{name} was rewritten"
 
 
+def test_a_repair_rewrites_a_shard_that_no_longer_matches_its_recorded_checksum(tmp_path, small_shards):
+    """The user deletes the shard `load` named; another shard damaged too (same size, still readable Parquet)
+    must not be taken into the repaired dataset with a fresh checksum."""
+    path = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    hashes = shard_hashes(path)
+    damaged = path / "shard-00002.parquet"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    (path / "shard-00001.parquet").unlink()
+    interrupted = []
+
+    def stop(entry):  # the repair is interrupted once: the recorded checksums must survive it
+        if not interrupted:
+            interrupted.append(entry)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        demos.generate(**REQ, root=tmp_path, actors=0, progress=False, on_shard=stop)
+    demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    assert shard_hashes(path) == hashes
+    assert len(datasets.load(path, verify=True).seeds) == REQ["episodes"]
+
+
+def test_a_task_the_expert_never_solves_stops_with_one_line(tmp_path, small_shards, monkeypatch):
+    monkeypatch.setattr(demos, "NO_SUCCESS_SEEDS", 12)
+    written = []
+    with pytest.raises(demos.DatasetError, match=r"expert failed on all 12 seeds tried .*step limit"):
+        demos.generate("MysteryPath", {"max_steps": 3}, 5, 0, root=tmp_path, actors=0, progress=False,
+                       on_shard=written.append)
+    assert len(written) == 4  # the 2 shards 5 episodes need, then one at a time (before: 5 more shards a round)
+
+
+def test_an_expert_that_fails_too_often_never_reaches_the_evaluation_seeds(tmp_path, small_shards, monkeypatch):
+    monkeypatch.setattr(demos, "NO_SUCCESS_SEEDS", 10**6)
+    monkeypatch.setattr(demos, "EVAL_SEED_BASE", 20)  # as if the data's seeds began just below it
+    written = []
+    with pytest.raises(demos.DatasetError, match="succeeds too rarely .* reach 20, where the evaluation seeds"):
+        demos.generate("MysteryPath", {"max_steps": 3}, 5, 0, root=tmp_path, actors=0, progress=False,
+                       on_shard=written.append)
+    assert max(e["seeds"][1] for e in written) <= 20
+
+
+def test_a_workers_error_reaches_the_caller_as_itself(tmp_path, small_shards, ray_local):
+    """A shard a Ray worker cannot write (here a folder in its place; a full disk alike) raises the worker's
+    OSError, whose one line the CLI prints, not Ray's wrapper with the actor's header."""
+    from attention_tuner.cli import user_error_message
+
+    out = demos.Request(REQ["task"], REQ["kwargs"], REQ["episodes"], REQ["seed"]).directory(tmp_path)
+    (out / "shard-00000.parquet" / "x").mkdir(parents=True)
+    with pytest.raises(OSError) as e:
+        demos.generate(**REQ, root=tmp_path, actors=1, progress=False)
+    assert not isinstance(e.value, ray_local.exceptions.RayTaskError)
+    message = user_error_message(e.value)
+    assert message is not None and "shard-00000.parquet" in message and "ray::" not in message
+
+
 def test_a_manifest_of_the_wrong_shape_is_named(tmp_path, small_shards):
     path = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
     m = json.loads((path / "manifest.json").read_text())

@@ -26,6 +26,13 @@ PRECISIONS = ("auto", "fp32", "bf16")  # optim.precision
 EVAL_SEED_BASE = 1_000_000_000
 
 
+def demonstration_seeds_fit(seed: int, episodes: int) -> bool:
+    """Whether a dataset of ``episodes`` from ``seed`` stays clear of the evaluation seeds with room for failed
+    episodes (twice the episodes, and one shard of 250 more: demos.SHARD_EPISODES). The generator stops with a
+    one-line error should an expert fail so often that it needs more."""
+    return seed + 2 * episodes + 250 < EVAL_SEED_BASE
+
+
 class ConfigError(ValueError):
     """A user mistake in a configuration: one line, naming the key."""
 
@@ -455,9 +462,9 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     need(cfg.data.episodes >= 1, f"data.episodes must be >= 1, got {cfg.data.episodes}")
     need(0 <= cfg.data.seed, f"data.seed must be >= 0, got {cfg.data.seed}")
     need(
-        cfg.data.seed + cfg.data.episodes * 2 < EVAL_SEED_BASE,
-        f"data.seed + 2 x data.episodes must stay below {EVAL_SEED_BASE} (seeds from there on are kept for "
-        f"evaluation), got data.seed {cfg.data.seed} and data.episodes {cfg.data.episodes}",
+        demonstration_seeds_fit(cfg.data.seed, cfg.data.episodes),
+        f"data.seed + 2 x data.episodes + 250 (room for failed episodes) must stay below {EVAL_SEED_BASE} (seeds "
+        f"from there on are kept for evaluation), got data.seed {cfg.data.seed} and data.episodes {cfg.data.episodes}",
     )
     need(0.0 <= cfg.data.annotation_fraction <= 1.0,
          f"data.annotation_fraction must be in [0, 1], got {cfg.data.annotation_fraction}")

@@ -22,8 +22,10 @@ import hashlib
 import json
 import math
 import os
+import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,9 +38,11 @@ import pyarrow.parquet as pq
 
 import memory_tasks
 from attention_tuner import __version__
-from attention_tuner.config import EVAL_SEED_BASE
+from attention_tuner.config import EVAL_SEED_BASE, demonstration_seeds_fit
 
 SCHEMA_VERSION = 1
+# Seeds an expert may fail on, every one, before a generation gives up on the task's parameters.
+NO_SUCCESS_SEEDS = 1000
 SHARD_EPISODES = 250  # episodes (seeds) per shard: small enough to resume cheaply, large enough to compress well
 MANIFEST = "manifest.json"
 
@@ -96,8 +100,8 @@ def check_request(req: Request) -> Request:
     if isinstance(req.seed, bool) or not isinstance(req.seed, int) or req.seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {req.seed!r}")
     # Room for failed episodes (a shard at a time) must stay clear of the evaluation seeds.
-    if req.seed + 2 * req.episodes + SHARD_EPISODES >= EVAL_SEED_BASE:
-        raise ValueError(f"seed + 2 x episodes + {SHARD_EPISODES} (room for failed episodes) must stay below "
+    if not demonstration_seeds_fit(req.seed, req.episodes):
+        raise ValueError(f"seed + 2 x episodes + 250 (room for failed episodes) must stay below "
                          f"{EVAL_SEED_BASE}, where the evaluation seeds start; got seed {req.seed} and episodes "
                          f"{req.episodes}")
     try:
@@ -153,11 +157,12 @@ def atomic_target(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
 
     Readers see the previous file or the new one, never a part of one. If the block (or the rename) fails
     (a full disk, an exception in the writer), the temporary is removed and ``path`` is left as it was.
-    A process killed half-way leaves only its hidden temporary (``.<name>.<pid><suffix>``), which no reader
+    A process killed half-way leaves only its hidden temporary (``.<name>.<host>.<pid>.<token><suffix>``), which no reader
     takes for the file.
     """
     final = Path(path)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}{suffix}")
+    # host, process and a random token: writers on two machines sharing the folder (same pid) never collide
+    tmp = final.with_name(f".{final.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}")
     try:
         yield tmp
         fsync_file(tmp)
@@ -216,9 +221,12 @@ def shard_entry(path: Path, seeds: tuple[int, int], episodes: int, failed: int, 
             "bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
-def existing_shard(path: Path, seeds: tuple[int, int]) -> dict[str, Any] | None:
-    """The entry of a shard a previous (interrupted) run finished, or None if it must be (re)written."""
+def existing_shard(path: Path, seeds: tuple[int, int], sha256: str | None = None) -> dict[str, Any] | None:
+    """The entry of a shard a previous (interrupted) run finished, or None if it must be (re)written: also when
+    a manifest recorded its checksum (``sha256``) and the file no longer matches it."""
     if not path.is_file():
+        return None
+    if sha256 is not None and sha256_of(path) != sha256:  # damaged since it was written
         return None
     try:
         table = pq.read_table(path, columns=["length", "seed"])
@@ -297,17 +305,24 @@ def generate(
     """
     req = check_request(Request(task, dict(kwargs or {}), episodes, seed))
     out = req.directory(root)
+    recorded: dict[str, str] = {}  # shard file -> the sha256 its manifest recorded
     if (out / MANIFEST).is_file():
-        if shards_in_place(out, read_manifest(out)):  # a manifest that cannot be read is a DatasetError
+        manifest = read_manifest(out)  # a manifest that cannot be read is a DatasetError
+        if shards_in_place(out, manifest):
             return out
         # a shard deleted or cut short: write it again (the same seeds give the same shard), reusing the others
-        (out / MANIFEST).unlink(missing_ok=True)
+        # that still match their recorded checksum; the manifest stays until the new one replaces it, so an
+        # interrupted repair still knows the checksums
+        recorded = {str(e["file"]): str(e["sha256"]) for e in manifest["shards"]}
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[int, dict[str, Any]] = {}
     bar = Progress(req.episodes, f"generate {req.env_id}", progress)
 
     def collected() -> int:
         return sum(e["episodes"] for e in entries.values())
+
+    def tried_so_far() -> int:
+        return sum(e["episodes"] + e["failed"] for e in entries.values())
 
     def record(index: int, entry: dict[str, Any]) -> None:
         entries[index] = entry
@@ -326,8 +341,13 @@ def generate(
         next_index = todo[-1] + 1
         missing = []
         for i in todo:
+            if shard_seeds(req, i)[1] > EVAL_SEED_BASE:
+                raise DatasetError(
+                    f"the {req.env_id} expert succeeds too rarely ({collected()} of {tried_so_far()} seeds) for "
+                    f"{req.episodes} episodes from seed {req.seed}: the seeds needed reach {EVAL_SEED_BASE}, where "
+                    f"the evaluation seeds start; ask for fewer episodes or a lower seed")
             path = out / shard_name(i)
-            entry = existing_shard(path, shard_seeds(req, i))
+            entry = existing_shard(path, shard_seeds(req, i), recorded.get(path.name))
             if entry is not None:
                 record(i, entry)
             else:
@@ -339,12 +359,13 @@ def generate(
         else:
             for i, entry in pool.run(missing, jobs):
                 record(i, entry)
-        ok = collected()
-        tried = sum(e["episodes"] + e["failed"] for e in entries.values())
-        if ok == 0 and tried >= 4 * SHARD_EPISODES:
-            raise RuntimeError(f"the {req.env_id} expert failed on all {tried} seeds tried")
+        ok, tried = collected(), tried_so_far()
+        if ok == 0 and tried >= NO_SUCCESS_SEEDS:
+            raise DatasetError(f"the {req.env_id} expert failed on all {tried} seeds tried with {req.kwargs}: "
+                               "no demonstration can be recorded (a step limit too tight for the task?)")
         rate = ok / max(tried, 1)
-        planned = next_index + math.ceil((req.episodes - ok) / max(rate * SHARD_EPISODES, 1))
+        # no success yet: one shard more at a time, so a task the expert cannot solve stops after NO_SUCCESS_SEEDS
+        planned = next_index + (math.ceil((req.episodes - ok) / max(rate * SHARD_EPISODES, 1)) if ok else 1)
     write_manifest(out, req, [entries[i] for i in sorted(entries)])
     return out
 
@@ -392,7 +413,14 @@ class _Pool:
             done, _ = ray.wait(list(running), num_returns=1)
             i, actor = running.pop(done[0])
             idle.append(actor)
-            yield i, ray.get(done[0])
+            try:
+                entry = ray.get(done[0])
+            except ray.exceptions.RayTaskError as e:  # a worker's own exception (a full disk, a bad path):
+                cause = e.cause if isinstance(e.cause, BaseException) else None  # raised as itself, so the
+                if cause is None:  # user sees its one line, not Ray's header
+                    raise
+                raise cause from None
+            yield i, entry
 
     def close(self) -> None:
         import ray
