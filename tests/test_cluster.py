@@ -37,8 +37,68 @@ def test_cluster_yaml_passes_rays_validation_offline():
     assert "~/attention-tuner" in cfg["file_mounts"]
     assert any("pip install" in c and "attention-tuner" in c for c in cfg["setup_commands"])
     start = " ".join(cfg["head_start_ray_commands"])
-    assert "mlflow server" in start and "0.0.0.0" not in start  # cluster-only, never every interface
+    assert "mlflow server" in start and "--allowed-hosts" in start and "*" not in start  # named hosts only
     assert "--dashboard-host=127.0.0.1" in start
+    assert not any(".git" in x for x in cfg["rsync_exclude"])  # nodes tag their runs with the commit
+
+
+def in_ray_shell(command: str, **kw) -> subprocess.CompletedProcess:
+    """A node command run as Ray's launcher runs it (ray/autoscaler/_private/command_runner.py): in an
+    interactive login shell whose own command line holds the command."""
+    return subprocess.run(["bash", "--login", "-c", "-i", f"source ~/.bashrc; export RAY_X=1 && ({command})"],
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_the_heads_mlflow_restart_line_does_not_match_its_own_shell():
+    """`pkill -f "mlflow server"` killed the very shell Ray ran it in (exit 143: "Start command failed"); the
+    command in cluster.yaml must not match its own shell. Checked with pgrep (read-only: no process killed)."""
+    kill = next(c for c in cluster_config()["head_start_ray_commands"] if c.startswith("pkill"))
+    listed = in_ray_shell(kill.replace("pkill -f", "pgrep -af", 1))
+    assert listed.returncode == 0 and "bash" not in listed.stdout, listed.stdout
+    before = in_ray_shell('pgrep -af "mlflow server" || true')  # the old line's pattern: it finds its shell
+    assert "bash" in before.stdout
+
+
+@pytest.mark.slow
+def test_the_heads_mlflow_server_answers_the_tunnel_and_the_workers(tmp_path):
+    """The head's MLflow start line from cluster.yaml (port and paths moved into tmp_path), run in Ray's shell:
+    it answers on localhost (the end of `ray attach -p 5000`) and on the private address (the workers), and
+    refuses another Host header."""
+    import urllib.error
+    import urllib.request
+
+    line = next(c for c in cluster_config()["head_start_ray_commands"] if "mlflow server" in c and "nohup" in c)
+    port = free_port()
+    line = (line.replace("5000", str(port)).replace("/mnt/shared/mlflow", str(tmp_path))
+            .replace("/tmp/mlflow.log", str(tmp_path / "mlflow.log"))  # on a node ~/venv/bin is first on PATH
+            .replace("nohup mlflow ", f"nohup {Path(sys.executable).with_name('mlflow')} "))
+    assert in_ray_shell(line).returncode == 0
+    private = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()[0]
+
+    def get(host: str, header: str | None = None) -> int:
+        req = urllib.request.Request(f"http://{host}:{port}/api/2.0/mlflow/experiments/search?max_results=1")
+        if header:
+            req.add_header("Host", header)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                status = get("127.0.0.1")
+                break
+            except OSError:
+                assert time.time() < deadline, (tmp_path / "mlflow.log").read_text()[-2000:]
+                time.sleep(0.5)
+        assert status == 200
+        assert get(private) == 200
+        assert get("127.0.0.1", "evil.example:80") == 403
+    finally:
+        subprocess.run(["pkill", "-f", f"[m]lflow server --host 0.0.0.0 --port {port}"])
 
 
 def test_a_broken_cluster_yaml_is_rejected():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,11 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert list(store.glob("tiny-*/trials/*/checkpoint/checkpoint.pt")), "no checkpoint within the time limit"
+    # the MLflow store moved meanwhile (a new head has a new address): the resumed trials must log to the new
+    # one, which holds the same runs; Tune restores the grid, never the session's URI (sweep.trainable's ctx)
+    old_uri, uri = uri, f"sqlite:///{tmp_path}/moved.db"
+    shutil.copy(tmp_path / "mlruns.db", tmp_path / "moved.db")
+    args[args.index(old_uri)] = uri
     done = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     # the terminal shows a line per trial event, not Tune's tables of every trial's configuration
@@ -137,6 +143,8 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
         assert child.info.status == "FINISHED"
         steps = {m.step for m in c.get_metric_history(child.info.run_id, "train/action_loss")}
         assert steps == {1, 2, 3, 4}
+    _, before = mlflow_runs(old_uri, "tiny")
+    assert not any(r.info.status == "FINISHED" for r in before if "mlflow.parentRunId" in r.data.tags)
     # two sessions; the killed one could not log its running time, and the report says so
     assert parents[0].data.metrics["sweep/sessions"] == 2
     assert [m.step for m in c.get_metric_history(parents[0].info.run_id, "sweep/running_s")] == [2]
@@ -197,7 +205,7 @@ def test_a_retry_does_not_log_again_an_epoch_mlflow_already_has(tmp_path, monkey
     monkeypatch.setattr(trial_module, "run_trial", retried)
     ctx = {"uri": uri, "experiment_id": exp, "parent": parent, "sweep": "tiny", "trials": str(tmp_path / "trials"),
            "data_root": str(tmp_path / "data")}
-    sweep.trainable({"ctx": ctx, "trial": {"key": t.key, "labels": t.labels, "config": to_dict(t.config)}})
+    sweep.trainable({"trial": {"key": t.key, "labels": t.labels, "config": to_dict(t.config)}}, ctx)
     assert reported == [1.0, 2.0]
     loss = MlflowClient(tracking_uri=uri).get_metric_history(run, "train/loss")
     assert sorted((m.step, m.value) for m in loss) == [(1, 0.5), (2, 0.4)]

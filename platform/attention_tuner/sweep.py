@@ -245,13 +245,17 @@ def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
 # --------------------------------------------------------------------------------------- the trainable
 
 
-def trainable(params: dict[str, Any]) -> None:
-    """One Tune trial: continue its MLflow run, resume from its checkpoint, report every epoch."""
+def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """One Tune trial: continue its MLflow run, resume from its checkpoint, report every epoch.
+
+    ``params`` is the trial's point of the grid (Tune saves it with the sweep); ``ctx`` (the tracking URI, the
+    MLflow ids, the folders) comes from the session that runs it (`tune.with_parameters`), so a sweep resumed
+    after its head was replaced reaches the MLflow server where it is now, and no URI is written to disk."""
     import ray.tune as tune
 
     from attention_tuner.trial import run_trial
 
-    ctx, spec = params["ctx"], params["trial"]
+    spec = params["trial"]
     cfg = build(TrialConfig, spec["config"])
     uri, run_dir = ctx["uri"], Path(ctx["trials"]) / spec["key"]
     run_id = tracking.child_run(uri, ctx["experiment_id"], ctx["parent"], spec["key"], ctx["sweep"],
@@ -407,9 +411,9 @@ def _run_session(spec: SweepSpec, ts: list[Trial], resume: bool, uri: str, root:
 
     ctx = {"uri": uri, "experiment_id": experiment_id, "parent": parent, "sweep": spec.name,
            "trials": str(home / "trials"), "data_root": str(data_root)}
-    trainer = tune.with_resources(trainable, {"cpu": spec.resources.get("cpu", 1),
-                                              "gpu": spec.resources.get("gpu", 0)})
-    space = {"ctx": ctx, "trial": tune.grid_search([{"key": t.key, "labels": t.labels,
+    trainer = tune.with_resources(tune.with_parameters(trainable, ctx=ctx),
+                                  {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
+    space = {"trial": tune.grid_search([{"key": t.key, "labels": t.labels,
                                                      "config": to_dict(t.config)} for t in ts])}
     tune_path = home / "tune"
     if resume and tune.Tuner.can_restore(str(tune_path)):
