@@ -15,7 +15,8 @@ SWEEP = SweepSpec(
         "data.annotation_fraction": [1.0, 0.1, 0.01, 0.001, 0.0],
         "seed": [0, 1, 2],
     },
-    resources={"cpu": 4, "gpu": 0.5},
+    resources={"cpu": 2, "gpu": 0.5},  # two trials share a GPU worker of cluster.yaml (4 CPUs, 1 GPU)
+    max_failures=5,  # spot workers: each reclaimed node costs a retry (from the trial's last checkpoint)
 )
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ SWEEP = SweepSpec(
     description="Memory loss on each (layer, head) of the 4-layer, 2-head model, and on all heads at once.",
     base={**PAPER_MODEL, "device": "auto"},
     space={"task": {k: PAPER_TASKS[k] for k in ("Hallway", "MortarMayhem")}, "heads": HEADS, "seed": [0, 1, 2]},
-    resources={"cpu": 4, "gpu": 0.5},
+    resources={"cpu": 2, "gpu": 0.5},  # two trials share a GPU worker of cluster.yaml (4 CPUs, 1 GPU)
+    max_failures=5,  # spot workers: each reclaimed node costs a retry (from the trial's last checkpoint)
 )
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ SWEEP = SweepSpec(
     description="Paper-scale main table: success rate of vanilla vs AttentionTuner on all five tasks.",
     base={**PAPER_MODEL, "device": "auto"},
     space={"task": PAPER_TASKS, "method": METHODS, "seed": [0, 1, 2, 3, 4]},
-    resources={"cpu": 4, "gpu": 1},
+    resources={"cpu": 4, "gpu": 1},  # one trial per GPU worker of cluster.yaml (4 CPUs, 1 GPU)
+    max_failures=5,  # spot workers: each reclaimed node costs a retry (from the trial's last checkpoint)
 )
 
 if __name__ == "__main__":

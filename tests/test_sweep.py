@@ -97,6 +97,7 @@ def test_tiny_sweep_writes_one_parent_and_two_child_runs(tiny_sweep):
     assert parent.data.metrics["sweep/sessions"] == 1 and parent.data.metrics["sweep/running_s"] > 0
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["device"] == "cpu"  # what device: auto became
         assert child.info.status == "FINISHED"
         assert child.data.params["task.name"] == "Ordering" and "optim.lr" in child.data.params
         history = c.get_metric_history(child.info.run_id, "eval/success_rate")
@@ -313,6 +314,19 @@ def test_the_printed_table_takes_the_main_heads_as_the_report_does():
     assert "| Hallway | attention_tuner | 0.80 ± 0.10 | 2 |" in summary
     assert "| Hallway | attention_tuner (heads L1H1) | 0.30 ± 0.00 | 1 |" in summary
     assert "heads all" not in summary
+
+
+def test_a_trial_given_a_gpu_it_cannot_use_is_refused_not_run_on_the_cpu(monkeypatch):
+    import torch
+
+    from attention_tuner.config import TrialConfig, apply_overrides, build
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only torch on a GPU node
+    auto = build(TrialConfig, {"device": "auto"})
+    with pytest.raises(RuntimeError, match=r"given GPU \[0\] but torch .* sees no CUDA device"):
+        sweep.trial_device(auto, [0])
+    assert sweep.trial_device(auto, []) == "cpu"  # no GPU asked for: the CPU is what was meant
+    assert sweep.trial_device(apply_overrides(auto, {"device": "cpu"}), [0]) == "cpu"  # said so
 
 
 def test_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):

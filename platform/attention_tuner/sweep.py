@@ -251,15 +251,18 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     ``params`` is the trial's point of the grid (Tune saves it with the sweep); ``ctx`` (the tracking URI, the
     MLflow ids, the folders) comes from the session that runs it (`tune.with_parameters`), so a sweep resumed
     after its head was replaced reaches the MLflow server where it is now, and no URI is written to disk."""
+    import ray
     import ray.tune as tune
 
     from attention_tuner.trial import run_trial
 
     spec = params["trial"]
     cfg = build(TrialConfig, spec["config"])
+    device = trial_device(cfg, ray.get_gpu_ids() if ray.is_initialized() else [])
     uri, run_dir = ctx["uri"], Path(ctx["trials"]) / spec["key"]
     run_id = tracking.child_run(uri, ctx["experiment_id"], ctx["parent"], spec["key"], ctx["sweep"],
                                 trial_params(Trial(spec["key"], spec["labels"], cfg)))
+    tracking.set_tags(uri, run_id, {"device": device})  # what `device: auto` became on this node
     run_dir.mkdir(parents=True, exist_ok=True)
     demos.atomic_write_bytes(run_dir / "worker.pid", f"{os.getpid()}\n".encode())  # which process runs it
     keep_reported_checkpoint(run_dir / "checkpoint", tune.get_checkpoint())
@@ -286,6 +289,23 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     except Exception:
         tracking.finish(uri, run_id, "FAILED")
         raise
+
+
+def trial_device(cfg: TrialConfig, gpu_ids: list[Any]) -> str:
+    """The device a sweep trial trains on, named for its MLflow run ("cuda (NVIDIA A10G)", "cpu"). A trial that
+    Ray gave a GPU (``gpu_ids``) and that would fall back to the CPU under ``device: auto`` is refused: on a
+    GPU node that means a CPU-only torch or a driver mismatch, and training on the CPU there would take days
+    unnoticed."""
+    import torch
+
+    from attention_tuner.training import pick_device
+
+    device = pick_device(cfg.device)  # device: cuda without CUDA is a ValueError already
+    if gpu_ids and device.type != "cuda" and cfg.device == "auto":
+        raise RuntimeError(f"this trial was given GPU {gpu_ids} but torch {torch.__version__} sees no CUDA device "
+                           "(a CPU-only torch build, or a driver too old for it): not training on the CPU; set "
+                           "device: cpu in the sweep to mean it")
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
 def keep_reported_checkpoint(folder: Path, reported: Any) -> None:

@@ -257,6 +257,12 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
         retry(lambda chunk=items[i : i + 100]: client(uri).log_batch(run_id, params=chunk))
 
 
+def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    retry(lambda: client(uri).log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+
+
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
     from mlflow.entities import Metric
 
