@@ -329,6 +329,17 @@ def test_a_trial_given_a_gpu_it_cannot_use_is_refused_not_run_on_the_cpu(monkeyp
     assert sweep.trial_device(apply_overrides(auto, {"device": "cpu"}), [0]) == "cpu"  # said so
 
 
+def test_a_cluster_whose_trials_run_elsewhere_needs_a_tracking_server():
+    local, server = "sqlite:////tmp/mlruns.db", "http://10.0.0.5:5000"
+    sweep.check_cluster_tracking(local, 1, 0, 0)  # one machine: a local store is right
+    sweep.check_cluster_tracking(local, 1, 1, 1)  # one machine with its GPU
+    sweep.check_cluster_tracking(server, 3, 0, 1)
+    with pytest.raises(ValueError, match="file on this machine, which the other nodes .*3 nodes"):
+        sweep.check_cluster_tracking(local, 3, 2, 1)
+    with pytest.raises(ValueError, match="trials that wait for GPU workers to join"):
+        sweep.check_cluster_tracking(local, 1, 0, 0.5)  # cluster.yaml's head alone, workers scale from 0
+
+
 def test_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep.time, "strftime", lambda fmt: "20261203-180000")
     names = [sweep.new_run_name(tmp_path, "tiny") for _ in range(3)]

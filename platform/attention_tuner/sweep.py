@@ -389,6 +389,19 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     if verbose < 2:  # Tune's newer console output prints its configuration box and paths even at verbose 0,
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the older one nothing but a warning about short epochs
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:  # a local instance: its dashboard on the loopback interface only, never every interface
+            # workers keep freed memory for the next training step from their start (allocator.GLIBC_ENV)
+            ray.init(dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": dict(GLIBC_ENV)})
+    if connected or address:  # a cluster: can its other nodes reach the tracking store?
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+        check_cluster_tracking(uri, len(alive), sum(n.get("Resources", {}).get("GPU", 0) for n in alive),
+                               float(spec.resources.get("gpu", 0)))
     root.mkdir(parents=True, exist_ok=True)
     run_name = run_name or new_run_name(root, spec.name)
     home = root / run_name
@@ -399,7 +412,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     parent = tracking.start_parent(uri, experiment_id, spec.name, run_name, parent_params(spec, ts))
     session = tracking.start_session(uri, parent)
     try:
-        return _run_session(spec, ts, resume, uri, root, home, experiment_id, parent, address, verbose)
+        return _run_session(spec, ts, resume, uri, root, home, experiment_id, parent, verbose)
     finally:  # this session's time, also when interrupted (not when killed; an unreachable store loses it)
         try:
             tracking.add_running_time(uri, parent, time.time() - session_start, session)
@@ -409,21 +422,13 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
 
 
 def _run_session(spec: SweepSpec, ts: list[Trial], resume: bool, uri: str, root: Path, home: Path,
-                 experiment_id: str, parent: str, address: str | None, verbose: int) -> list[dict[str, Any]]:
-    """`run` once the parent run exists: Ray, the datasets, Tune, the results."""
-    import ray
+                 experiment_id: str, parent: str, verbose: int) -> list[dict[str, Any]]:
+    """`run` once Ray is up and the parent run exists: the datasets, Tune, the results."""
     from ray import tune
 
     from attention_tuner.progress import Progress
 
     print(f"MLflow: {tracking.display_uri(uri)}  experiment {spec.name!r}  parent run {parent}", flush=True)
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        else:  # a local instance: its dashboard on the loopback interface only, never every interface
-            # workers keep freed memory for the next training step from their start (allocator.GLIBC_ENV)
-            ray.init(dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": dict(GLIBC_ENV)})
     data_root = root / "datasets"
     for task, kwargs, n, seed in datasets_needed(ts):  # each distinct dataset once, before any trial
         demos.generate(task, kwargs, n, seed, root=data_root, actors=None, progress=True)
@@ -463,6 +468,19 @@ def _run_session(spec: SweepSpec, ts: list[Trial], resume: bool, uri: str, root:
     tracking.finish(uri, parent, "FINISHED" if not failed else "FAILED")
     print("\n" + table, flush=True)
     return rows
+
+
+def check_cluster_tracking(uri: str, nodes: int, gpus_now: float, gpu_per_trial: float) -> None:
+    """On a Ray cluster whose trials can run on other machines (more than one node, or trials asking for GPUs
+    that no node has yet, so they wait for workers to join), refuse a tracking store that is a file on this
+    machine (sqlite, file): every trial elsewhere would log to an empty store of its own, or fail."""
+    elsewhere = nodes > 1 or (gpu_per_trial > 0 and gpus_now == 0)
+    scheme = uri.partition(":")[0].partition("+")[0].lower()
+    if elsewhere and scheme in ("sqlite", "file"):
+        where = f"{nodes} nodes" if nodes > 1 else "trials that wait for GPU workers to join"
+        raise ValueError(f"tracking URI {tracking.display_uri(uri)!r} is a file on this machine, which the other "
+                         f"nodes of this Ray cluster ({where}) cannot reach; give an MLflow server "
+                         "(--tracking-uri http://HOST:5000 or $MLFLOW_TRACKING_URI; cluster.yaml starts one)")
 
 
 def new_run_name(root: Path, name: str) -> str:
