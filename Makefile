@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test lint venv clean play mlflow-ui
+.PHONY: run test lint venv clean mlflow-ui
 
 venv: $(STAMP)
 
