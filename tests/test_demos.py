@@ -187,6 +187,24 @@ def test_ray_actors_with_a_killed_actor_give_the_same_dataset(tmp_path, small_sh
     assert shard_hashes(path) == shard_hashes(reference)
 
 
+def test_a_worker_that_keeps_dying_ends_the_generation_with_one_line(tmp_path, small_shards, ray_local, monkeypatch):
+    """Restarts are bounded (demos.WORKER_RESTARTS): a worker killed every time, e.g. for memory, must not
+    make the generation retry forever."""
+    demos.release_workers()  # a fresh pool, made with the patched bound
+    monkeypatch.setattr(demos, "WORKER_RESTARTS", 0)
+    pool = {}
+
+    def kill(_entry):  # after the first shard: the only worker dies, and may not be restarted
+        os.kill(ray_local.get(pool["actors"][0].pid.remote()), signal.SIGKILL)
+
+    try:
+        with pytest.raises(demos.DatasetError, match=r"shard-0000\d.parquet: a generation worker died 1 time"):
+            demos.generate(**REQ, root=tmp_path, actors=1, progress=False, on_shard=kill,
+                           on_actors=lambda actors: pool.update(actors=actors))
+    finally:
+        demos.release_workers()
+
+
 def test_corrupted_missing_and_foreign_shards_are_named(tmp_path, small_shards):
     path = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
     shard = path / "shard-00001.parquet"

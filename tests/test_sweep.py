@@ -334,7 +334,7 @@ def test_a_cluster_whose_trials_run_elsewhere_needs_a_tracking_server():
     sweep.check_cluster_tracking(local, 1, 0, 0)  # one machine: a local store is right
     sweep.check_cluster_tracking(local, 1, 1, 1)  # one machine with its GPU
     sweep.check_cluster_tracking(server, 3, 0, 1)
-    with pytest.raises(ValueError, match="file on this machine, which the other nodes .*3 nodes"):
+    with pytest.raises(ValueError, match="file on this machine, which the other nodes .*nodes on 3 machines"):
         sweep.check_cluster_tracking(local, 3, 2, 1)
     with pytest.raises(ValueError, match="trials that wait for GPU workers to join"):
         sweep.check_cluster_tracking(local, 1, 0, 0.5)  # cluster.yaml's head alone, workers scale from 0

@@ -41,6 +41,8 @@ from attention_tuner import __version__
 from attention_tuner.config import EVAL_SEED_BASE, demonstration_seeds_fit
 
 SCHEMA_VERSION = 1
+# Restarts of a generation worker that dies (killed, its node lost) before the generation gives up.
+WORKER_RESTARTS = 4
 # Seeds an expert may fail on, every one, before a generation gives up on the task's parameters.
 NO_SUCCESS_SEEDS = 1000
 SHARD_EPISODES = 250  # episodes (seeds) per shard: small enough to resume cheaply, large enough to compress well
@@ -245,9 +247,10 @@ def existing_shard(path: Path, seeds: tuple[int, int], sha256: str | None = None
 def _shard_worker_class():
     import ray
 
-    @ray.remote(num_cpus=0.5, max_restarts=-1, max_task_retries=-1)
+    @ray.remote(num_cpus=0.5, max_restarts=WORKER_RESTARTS, max_task_retries=WORKER_RESTARTS)
     class ShardWorker:
-        """Rolls out the expert on one seed range at a time; a killed worker is restarted and its range redone."""
+        """Rolls out the expert on one seed range at a time; a killed worker is restarted and its range redone
+        (WORKER_RESTARTS times: a worker that dies every time, e.g. out of memory, ends the generation)."""
 
         def write(self, env_id: str, kwargs: dict[str, Any], seeds: tuple[int, int], path: str) -> dict[str, Any]:
             return write_shard(env_id, kwargs, seeds, path)
@@ -403,6 +406,7 @@ class _Pool:
         import ray
 
         queue = list(zip(indices, jobs, strict=True))
+        paths = {i: job[3] for i, job in queue}
         running: dict[Any, tuple[int, Any]] = {}
         idle = list(self.actors)
         while queue or running:
@@ -415,6 +419,10 @@ class _Pool:
             idle.append(actor)
             try:
                 entry = ray.get(done[0])
+            except ray.exceptions.RayActorError as e:  # died more than WORKER_RESTARTS times
+                self.close()  # a dead worker must not serve the next generation
+                raise DatasetError(f"{paths[i]}: a generation worker died {WORKER_RESTARTS + 1} time(s) (out "
+                                   f"of memory? its node lost?): {str(e).strip().splitlines()[0][:200]}") from None
             except ray.exceptions.RayTaskError as e:  # a worker's own exception (a full disk, a bad path):
                 cause = e.cause if isinstance(e.cause, BaseException) else None  # raised as itself, so the
                 if cause is None:  # user sees its one line, not Ray's header

@@ -400,7 +400,8 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
                      runtime_env={"env_vars": dict(GLIBC_ENV)})
     if connected or address:  # a cluster: can its other nodes reach the tracking store?
         alive = [n for n in ray.nodes() if n.get("Alive")]
-        check_cluster_tracking(uri, len(alive), sum(n.get("Resources", {}).get("GPU", 0) for n in alive),
+        machines = len({n.get("NodeManagerAddress") for n in alive})  # nodes of one machine share its files
+        check_cluster_tracking(uri, machines, sum(n.get("Resources", {}).get("GPU", 0) for n in alive),
                                float(spec.resources.get("gpu", 0)))
     root.mkdir(parents=True, exist_ok=True)
     run_name = run_name or new_run_name(root, spec.name)
@@ -470,14 +471,14 @@ def _run_session(spec: SweepSpec, ts: list[Trial], resume: bool, uri: str, root:
     return rows
 
 
-def check_cluster_tracking(uri: str, nodes: int, gpus_now: float, gpu_per_trial: float) -> None:
-    """On a Ray cluster whose trials can run on other machines (more than one node, or trials asking for GPUs
-    that no node has yet, so they wait for workers to join), refuse a tracking store that is a file on this
-    machine (sqlite, file): every trial elsewhere would log to an empty store of its own, or fail."""
-    elsewhere = nodes > 1 or (gpu_per_trial > 0 and gpus_now == 0)
+def check_cluster_tracking(uri: str, machines: int, gpus_now: float, gpu_per_trial: float) -> None:
+    """On a Ray cluster whose trials can run on other machines (nodes on more than one machine, or trials
+    asking for GPUs that no node has yet, so they wait for workers to join), refuse a tracking store that is a
+    file on this machine (sqlite, file): every trial elsewhere would log to an empty store of its own, or fail."""
+    elsewhere = machines > 1 or (gpu_per_trial > 0 and gpus_now == 0)
     scheme = uri.partition(":")[0].partition("+")[0].lower()
     if elsewhere and scheme in ("sqlite", "file"):
-        where = f"{nodes} nodes" if nodes > 1 else "trials that wait for GPU workers to join"
+        where = f"nodes on {machines} machines" if machines > 1 else "trials that wait for GPU workers to join"
         raise ValueError(f"tracking URI {tracking.display_uri(uri)!r} is a file on this machine, which the other "
                          f"nodes of this Ray cluster ({where}) cannot reach; give an MLflow server "
                          "(--tracking-uri http://HOST:5000 or $MLFLOW_TRACKING_URI; cluster.yaml starts one)")
