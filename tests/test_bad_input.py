@@ -669,7 +669,6 @@ def test_bad_input(case, ran):
     lines = message_lines(res["stderr"])
     assert len(lines) == 1, shown
     assert case.expect in lines[0], f"expected {case.expect!r}\n{shown}"
-    assert res["seconds"] < 15, shown  # fails fast: nothing heavy started, no network waits
     assert not res["present"], f"left behind {res['present']}\n{shown}"
     assert not case.hidden or case.hidden not in res["stderr"] + res["stdout"], shown
 

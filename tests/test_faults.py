@@ -474,7 +474,7 @@ def test_gif_write_failing_half_way_keeps_the_previous_gif(tmp_path, monkeypatch
         with pytest.raises(OSError):
             write_gif("Ordering", 1, out, {"length": 2})
     assert out.read_bytes() == before
-    assert all(name.startswith(".") for name in hidden(tmp_path))  # animation.write_gif leaves its temporary
+    assert hidden(tmp_path) == []  # animation.write_gif removes its temporary
     write_gif("Ordering", 1, out, {"length": 2})
     with Image.open(out) as im:
         assert im.n_frames > 1
@@ -610,7 +610,10 @@ def test_a_trial_on_a_lost_node_finishes_on_the_other_node_from_its_checkpoint(t
     tune_trial = next(tmp_path.glob("store/nodeloss-*/tune/000-0"))
     assert (tune_trial / "error.txt").read_text().count("Failure #") == 1  # failed once, retried once
 
-    # restored from its checkpoint, not started over: every epoch trained (and logged) exactly once
+    # restored from its checkpoint, not started over: the retry began after epoch 1 or later, and every epoch
+    # was trained (and logged) exactly once
+    starts = [json.loads(line)["from_epoch"] for line in (trial / "starts.jsonl").read_text().splitlines()]
+    assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 1, starts
     epochs = [json.loads(line)["epoch"] for line in (trial / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, NODE_EPOCHS + 1))
     final = checkpoint.load(trial / "checkpoint")

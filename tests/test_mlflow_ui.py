@@ -81,9 +81,11 @@ def test_mlflow_ui_shows_parent_children_and_success_rate(mlflow_server, tiny_sw
         d.save_screenshot(str(tmp_path / "runs.png"))
         child = c.search_runs([exp.experiment_id], filter_string="tags.trial_key = '000-vanilla'")[0]
         d.get(f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs/{child.info.run_id}")
-        wait.until(lambda _: "eval/success_rate" in text())
-        value = child.data.metrics["eval/success_rate"]
-        assert f"{value:g}"[:3] in text() or str(round(value, 3)) in text()
+        wait.until(lambda _: "eval/success_rate" in text() and "train/action_loss" in text())
+        # a value that cannot be found by chance (a success rate of 0 would match any "0" on the page)
+        value = child.data.metrics["train/action_loss"]
+        shown = [f"{value:g}"[:5], str(round(value, 3)), str(round(value, 4)), f"{value:.3f}"]  # however it rounds
+        assert value > 0.01 and any(s in text() for s in shown), (value, text()[:3000])
         d.save_screenshot(str(tmp_path / "child.png"))
     finally:
         d.quit()

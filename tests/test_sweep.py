@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -117,8 +118,16 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
     proc = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    try:  # wait until some trial has a checkpoint, then kill the driver and its local Ray
-        while time.time() < deadline and not list(store.glob("tiny-*/trials/*/checkpoint/checkpoint.pt")):
+    def resumable() -> bool:
+        """Tune has some trial's checkpoint and has saved its experiment state since (what a resume reads)."""
+        for ckpt in store.glob("tiny-*/tune/*/checkpoint_*"):
+            states = list(ckpt.parent.parent.glob("experiment_state-*.json"))
+            if states and max(s.stat().st_mtime for s in states) > ckpt.stat().st_mtime:
+                return True
+        return False
+
+    try:  # wait until a resume would restore some trial's checkpoint, then kill the driver and its local Ray
+        while time.time() < deadline and not resumable():
             assert proc.poll() is None, "the sweep ended before it could be interrupted"
             time.sleep(0.5)
     finally:
@@ -144,6 +153,9 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
         assert child.info.status == "FINISHED"
         steps = {m.step for m in c.get_metric_history(child.info.run_id, "train/action_loss")}
         assert steps == {1, 2, 3, 4}
+    starts = {p.parent.name: [json.loads(line)["from_epoch"] for line in p.read_text().splitlines()]
+              for p in store.glob("tiny-*/trials/*/starts.jsonl")}
+    assert any(s[-1] >= 1 for s in starts.values()), starts  # resumed from a checkpoint, not started over
     _, before = mlflow_runs(old_uri, "tiny")
     assert not any(r.info.status == "FINISHED" for r in before if "mlflow.parentRunId" in r.data.tags)
     # two sessions; the killed one could not log its running time, and the report says so
@@ -229,11 +241,14 @@ def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint(tmp_path):
     try:
         deadline = time.time() + 240
         while killed is None and time.time() < deadline and proc.poll() is None:
-            for ckpt in store.glob("tiny-*/trials/*/checkpoint/checkpoint.pt"):
-                pid_file = ckpt.parent.parent / "worker.pid"
-                if pid_file.is_file():
-                    killed = ckpt.parent.parent.name
-                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            for reported in store.glob("tiny-*/tune/*/checkpoint_*"):  # Tune has it: a retry restores it
+                pid_file = next(store.glob(f"tiny-*/trials/{reported.parent.name}/worker.pid"), None)
+                if pid_file is not None:
+                    try:
+                        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):  # that trial has ended (or is writing its pid)
+                        continue
+                    killed = reported.parent.name
                     break
             time.sleep(0.2)
         assert killed, "no trial checkpoint appeared to interrupt"
@@ -246,6 +261,9 @@ def test_a_trial_killed_mid_training_is_retried_from_its_checkpoint(tmp_path):
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children.values())
     history = c.get_metric_history(children[killed].info.run_id, "train/action_loss")
     assert {m.step for m in history} == {1, 2, 3, 4, 5}
+    starts = [json.loads(line)["from_epoch"]
+              for line in next(store.glob(f"tiny-*/trials/{killed}/starts.jsonl")).read_text().splitlines()]
+    assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 1, starts  # retried from its checkpoint
     # the same trial, uninterrupted, in this process
     cfg = build(TrialConfig, __import__("yaml").safe_load(
         (next(store.glob(f"tiny-*/trials/{killed}")) / "config.yaml").read_text()))

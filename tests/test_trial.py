@@ -55,6 +55,8 @@ def test_lines_logged_after_the_last_checkpoint_are_not_repeated_on_resume(tmp_p
         f.write(json.dumps({"epoch": 3.0, "train/loss": 9.0}) + "\n")
     trial.run_trial(config(**{"optim.epochs": 4}), run, tmp_path / "data")
     assert epochs_logged(run) == [1, 2, 3, 4]
+    starts = [json.loads(line)["from_epoch"] for line in (run / "starts.jsonl").read_text().splitlines()]
+    assert starts == [0, 2]  # resumed from the checkpoint's epoch 2, not started over
     assert [h["epoch"] for h in checkpoint.load(run / "checkpoint")["history"]] == [1, 2, 3, 4]
 
 

@@ -3,7 +3,8 @@
 The RL baseline (``algorithm: ppo_lstm``, attention_tuner.rl) runs through the same function without a
 dataset, so the CLI and sweeps treat both alike.
 
-A trial directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``checkpoint/`` and the
+A trial directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``starts.jsonl`` (one line
+per start: the epochs, or RL iterations, it resumed from, the process, the time), ``checkpoint/`` and the
 pictures (``attention.png``, ``curves.png``). Running it again resumes from the checkpoint (its configuration
 checked first, before anything is written or generated; ``metrics.jsonl`` cut back to the checkpoint's epochs);
 a run with nothing left to train is left as it is.
@@ -12,6 +13,8 @@ a run with nothing left to train is left as it is.
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,9 @@ def run_trial(
         run has nothing left to train (then it keeps the one that trained it). Returns the epochs (or RL
         iterations) of such a finished run, else None."""
         run.mkdir(parents=True, exist_ok=True)
+        with open(run / "starts.jsonl", "a") as f:  # where each start (first, resumed, retried) began
+            f.write(json.dumps({"from_epoch": int(saved["epoch"]) if saved is not None else 0,
+                                "pid": os.getpid(), "time": round(time.time(), 3)}) + "\n")
         if saved is not None or metrics_file.exists():
             history = saved["history"] if saved is not None else []
             demos.atomic_write_bytes(metrics_file, "".join(json.dumps(m) + "\n" for m in history).encode())
