@@ -49,3 +49,16 @@ def test_evaluate_plays_the_task_the_trial_was_evaluated_on_unless_told_otherwis
         assert cli.main(["evaluate", str(tmp_path / "run"), "--episodes", "2", *extra]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["kwargs"] == {"length": length} and out["episodes"] == 2
+
+
+def test_an_expert_that_never_succeeds_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    """Found during generation, not before (the task parameters are valid): still one line, no traceback."""
+    from attention_tuner import demos
+
+    monkeypatch.setattr(demos, "NO_SUCCESS_SEEDS", 30)
+    monkeypatch.setattr(demos, "SHARD_EPISODES", 10)
+    code = cli.main(["generate", "MysteryPath", "--kw", "max_steps=3", "--episodes", "10", "--actors", "0",
+                     "--out", str(tmp_path / "d")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    assert "expert failed on all 30 seeds tried with {'max_steps': 3}: no demonstration can be recorded" in err[0]
