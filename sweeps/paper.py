@@ -3,7 +3,7 @@
     attention-tuner sweep sweeps/paper.py --dry-run          # trials, datasets, cost
     ray submit cluster.yaml sweeps/paper.py                   # on the cluster of cluster.yaml
 
-Reference settings (../shared/spec/method.md, attention_tuner.presets): d_model 512, 4 layers, 2 heads,
+Reference settings (the paper; the project's method specification, ../shared/spec/method.md beside the repository; attention_tuner.presets): d_model 512, 4 layers, 2 heads,
 feed-forward 2048, dropout 0.1, Adam lr 1e-4, batch 64, 300 epochs (600 for Counting), memory loss weight
 10 on layer 0 head 0 (the paper's "layer 1, head 1"). Memory Gym dataset sizes are not published: 5,000.
 """

@@ -115,15 +115,16 @@ def test_a_repair_rewrites_a_shard_that_no_longer_matches_its_recorded_checksum(
     (path / "shard-00001.parquet").unlink()
     interrupted = []
 
-    def stop(entry):  # the repair is interrupted once: the recorded checksums must survive it
-        if not interrupted:
+    def stop(entry):  # the repair is interrupted once the deleted shard is written again, the damaged one not
+        if entry["file"] == "shard-00001.parquet" and not interrupted:
             interrupted.append(entry)
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         demos.generate(**REQ, root=tmp_path, actors=0, progress=False, on_shard=stop)
+    assert (path / demos.REPAIRING).exists() and damaged.read_bytes() == bytes(data)  # sizes all right again
     demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
-    assert shard_hashes(path) == hashes
+    assert shard_hashes(path) == hashes and not (path / demos.REPAIRING).exists()
     assert len(datasets.load(path, verify=True).seeds) == REQ["episodes"]
 
 
@@ -198,7 +199,7 @@ def test_a_worker_that_keeps_dying_ends_the_generation_with_one_line(tmp_path, s
         os.kill(ray_local.get(pool["actors"][0].pid.remote()), signal.SIGKILL)
 
     try:
-        with pytest.raises(demos.DatasetError, match=r"shard-0000\d.parquet: a generation worker died 1 time"):
+        with pytest.raises(demos.DatasetError, match=r"shard-0000\d.parquet: its generation worker died, after 0 restarts"):
             demos.generate(**REQ, root=tmp_path, actors=1, progress=False, on_shard=kill,
                            on_actors=lambda actors: pool.update(actors=actors))
     finally:

@@ -101,6 +101,17 @@ def fail_fsync(monkeypatch, name: str) -> None:
     monkeypatch.setattr(os, "fsync", fsync)
 
 
+def recorded_checkpoint(store: Path) -> bool:
+    """Tune has taken in some trial's checkpoint: its experiment state was saved after the checkpoint folder
+    appeared (the trial writes the folder first, then the driver records it and saves its state at once, as
+    num_to_keep is set). Before that, a retry would not get the checkpoint and would rightly start over."""
+    for ckpt in store.glob("*/tune/*/checkpoint_*"):
+        states = list(ckpt.parent.parent.glob("experiment_state-*.json"))
+        if states and max(s.stat().st_mtime for s in states) > ckpt.stat().st_mtime:
+            return True
+    return False
+
+
 def hidden(folder: Path) -> list[str]:
     """Leftover temporaries (hidden files) under ``folder``."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.is_file())
@@ -538,7 +549,7 @@ def node_loss_child(folder: Path) -> None:
 
         def lose_the_worker() -> None:
             deadline = time.time() + 400
-            while time.time() < deadline and not list(store.glob("nodeloss-*/tune/*/checkpoint_*")):
+            while time.time() < deadline and not recorded_checkpoint(store):  # a retry restores it
                 time.sleep(0.05)
             pid_file = next(store.glob("nodeloss-*/trials/*/worker.pid"))
             pid = int(pid_file.read_text())

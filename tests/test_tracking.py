@@ -62,3 +62,12 @@ def test_a_sweep_counts_its_sessions_and_their_running_time(tmp_path):
     assert (first, second, third) == (1, 2, 3)
     assert metrics["sweep/sessions"] == 3 and metrics["sweep/running_s"] == 90.0
     assert len(tracking.client(uri).get_metric_history(parent, "sweep/running_s")) == 2
+
+
+def test_a_parent_from_before_sessions_were_counted_counts_its_first_session_when_resumed(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    exp = tracking.ensure_experiment(uri, "x")
+    parent = tracking.start_parent(uri, exp, "x", "sweep-1", {})  # no sweep/sessions metric: an older sweep
+    assert tracking.start_session(uri, parent, resumed=True) == 2  # its first session was untimed
+    fresh = tracking.start_parent(uri, exp, "x", "sweep-2", {})
+    assert tracking.start_session(uri, fresh, resumed=False) == 1

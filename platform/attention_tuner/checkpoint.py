@@ -17,6 +17,8 @@ import hashlib
 import io
 import json
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,9 @@ def save(directory: str | Path, state: dict[str, Any]) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     path, side = d / FILE, d / SIDE
-    tmp = d / f".{FILE}.{os.getpid()}.tmp"
-    side_tmp = d / f".{SIDE}.{os.getpid()}.tmp"
+    token = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"  # unique on a folder shared by machines
+    tmp = d / f".{FILE}.{token}.tmp"
+    side_tmp = d / f".{SIDE}.{token}.tmp"
     try:
         torch.save(state, tmp)
         digest = _digest(tmp)

@@ -26,11 +26,15 @@ PRECISIONS = ("auto", "fp32", "bf16")  # optim.precision
 EVAL_SEED_BASE = 1_000_000_000
 
 
+# Room for one more shard of seeds when checking a request (demos.SHARD_EPISODES, the shard size, is this).
+SEED_ROOM = 250
+
+
 def demonstration_seeds_fit(seed: int, episodes: int) -> bool:
     """Whether a dataset of ``episodes`` from ``seed`` stays clear of the evaluation seeds with room for failed
-    episodes (twice the episodes, and one shard of 250 more: demos.SHARD_EPISODES). The generator stops with a
-    one-line error should an expert fail so often that it needs more."""
-    return seed + 2 * episodes + 250 < EVAL_SEED_BASE
+    episodes (twice the episodes, and SEED_ROOM more). The generator stops with a one-line error should an
+    expert fail so often that it needs more."""
+    return seed + 2 * episodes + SEED_ROOM < EVAL_SEED_BASE
 
 
 class ConfigError(ValueError):
@@ -463,7 +467,7 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     need(0 <= cfg.data.seed, f"data.seed must be >= 0, got {cfg.data.seed}")
     need(
         demonstration_seeds_fit(cfg.data.seed, cfg.data.episodes),
-        f"data.seed + 2 x data.episodes + 250 (room for failed episodes) must stay below {EVAL_SEED_BASE} (seeds "
+        f"data.seed + 2 x data.episodes + {SEED_ROOM} (room for failed episodes) must stay below {EVAL_SEED_BASE} (seeds "
         f"from there on are kept for evaluation), got data.seed {cfg.data.seed} and data.episodes {cfg.data.episodes}",
     )
     need(0.0 <= cfg.data.annotation_fraction <= 1.0,

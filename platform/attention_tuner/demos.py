@@ -38,14 +38,17 @@ import pyarrow.parquet as pq
 
 import memory_tasks
 from attention_tuner import __version__
-from attention_tuner.config import EVAL_SEED_BASE, demonstration_seeds_fit
+from attention_tuner.config import EVAL_SEED_BASE, SEED_ROOM, demonstration_seeds_fit
 
 SCHEMA_VERSION = 1
-# Restarts of a generation worker that dies (killed, its node lost) before the generation gives up.
+# In a dataset folder while a repair (a shard missing or damaged) is under way.
+REPAIRING = ".repairing"
+# Restarts of a generation worker that dies (killed, its node lost), over the worker's life (the pool is kept
+# for the next dataset of the process), before a generation gives up.
 WORKER_RESTARTS = 4
 # Seeds an expert may fail on, every one, before a generation gives up on the task's parameters.
 NO_SUCCESS_SEEDS = 1000
-SHARD_EPISODES = 250  # episodes (seeds) per shard: small enough to resume cheaply, large enough to compress well
+SHARD_EPISODES = SEED_ROOM  # episodes (seeds) per shard: small enough to resume cheaply, large enough to compress well
 MANIFEST = "manifest.json"
 
 SCHEMA = pa.schema(
@@ -103,7 +106,7 @@ def check_request(req: Request) -> Request:
         raise ValueError(f"seed must be a non-negative integer, got {req.seed!r}")
     # Room for failed episodes (a shard at a time) must stay clear of the evaluation seeds.
     if not demonstration_seeds_fit(req.seed, req.episodes):
-        raise ValueError(f"seed + 2 x episodes + 250 (room for failed episodes) must stay below "
+        raise ValueError(f"seed + 2 x episodes + {SEED_ROOM} (room for failed episodes) must stay below "
                          f"{EVAL_SEED_BASE}, where the evaluation seeds start; got seed {req.seed} and episodes "
                          f"{req.episodes}")
     try:
@@ -311,12 +314,13 @@ def generate(
     recorded: dict[str, str] = {}  # shard file -> the sha256 its manifest recorded
     if (out / MANIFEST).is_file():
         manifest = read_manifest(out)  # a manifest that cannot be read is a DatasetError
-        if shards_in_place(out, manifest):
+        if not (out / REPAIRING).exists() and shards_in_place(out, manifest):
             return out
         # a shard deleted or cut short: write it again (the same seeds give the same shard), reusing the others
-        # that still match their recorded checksum; the manifest stays until the new one replaces it, so an
-        # interrupted repair still knows the checksums
+        # that still match their recorded checksum; the manifest stays until the new one replaces it, and the
+        # REPAIRING mark until then too, so an interrupted repair is finished (checksums checked) next time
         recorded = {str(e["file"]): str(e["sha256"]) for e in manifest["shards"]}
+        (out / REPAIRING).touch()
     out.mkdir(parents=True, exist_ok=True)
     entries: dict[int, dict[str, Any]] = {}
     bar = Progress(req.episodes, f"generate {req.env_id}", progress)
@@ -364,12 +368,14 @@ def generate(
                 record(i, entry)
         ok, tried = collected(), tried_so_far()
         if ok == 0 and tried >= NO_SUCCESS_SEEDS:
-            raise DatasetError(f"the {req.env_id} expert failed on all {tried} seeds tried with {req.kwargs}: "
+            raise DatasetError(f"the {req.env_id} expert failed on all {tried} seeds tried with "
+                               f"{req.kwargs or 'the default parameters'}: "
                                "no demonstration can be recorded (a step limit too tight for the task?)")
         rate = ok / max(tried, 1)
         # no success yet: one shard more at a time, so a task the expert cannot solve stops after NO_SUCCESS_SEEDS
         planned = next_index + (math.ceil((req.episodes - ok) / max(rate * SHARD_EPISODES, 1)) if ok else 1)
     write_manifest(out, req, [entries[i] for i in sorted(entries)])
+    (out / REPAIRING).unlink(missing_ok=True)
     return out
 
 
@@ -421,8 +427,9 @@ class _Pool:
                 entry = ray.get(done[0])
             except ray.exceptions.RayActorError as e:  # died more than WORKER_RESTARTS times
                 self.close()  # a dead worker must not serve the next generation
-                raise DatasetError(f"{paths[i]}: a generation worker died {WORKER_RESTARTS + 1} time(s) (out "
-                                   f"of memory? its node lost?): {str(e).strip().splitlines()[0][:200]}") from None
+                raise DatasetError(f"{paths[i]}: its generation worker died, after {WORKER_RESTARTS} restarts "
+                                   f"already (out of memory? nodes lost?): {str(e).strip().splitlines()[0][:200]}"
+                                   ) from None
             except ray.exceptions.RayTaskError as e:  # a worker's own exception (a full disk, a bad path):
                 cause = e.cause if isinstance(e.cause, BaseException) else None  # raised as itself, so the
                 if cause is None:  # user sees its one line, not Ray's header

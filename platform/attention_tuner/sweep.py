@@ -10,6 +10,7 @@ trial configuration is built and validated before anything starts, so a sweep ca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import itertools
 import json
@@ -258,11 +259,9 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
 
     spec = params["trial"]
     cfg = build(TrialConfig, spec["config"])
-    device = trial_device(cfg, ray.get_gpu_ids() if ray.is_initialized() else [])
     uri, run_dir = ctx["uri"], Path(ctx["trials"]) / spec["key"]
     run_id = tracking.child_run(uri, ctx["experiment_id"], ctx["parent"], spec["key"], ctx["sweep"],
                                 trial_params(Trial(spec["key"], spec["labels"], cfg)))
-    tracking.set_tags(uri, run_id, {"device": device})  # what `device: auto` became on this node
     run_dir.mkdir(parents=True, exist_ok=True)
     demos.atomic_write_bytes(run_dir / "worker.pid", f"{os.getpid()}\n".encode())  # which process runs it
     keep_reported_checkpoint(run_dir / "checkpoint", tune.get_checkpoint())
@@ -277,6 +276,8 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
         tune.report(dict(metrics), checkpoint=saved)
 
     try:
+        device = trial_device(cfg, ray.get_gpu_ids() if ray.is_initialized() else [])
+        tracking.set_tags(uri, run_id, {"device": device})  # what `device: auto` became on this node
         result = run_trial(cfg, run_dir, ctx["data_root"], report=report)
         for art in result["artifacts"]:
             tracking.log_artifact(uri, run_id, art)
@@ -369,7 +370,8 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     Tune's own tables (each trial's configuration, results, status every few seconds).
     """
     session_start = time.time()
-    # Everything a user can get wrong is checked before anything is imported, created or started.
+    # Everything a user can get wrong is checked before anything is created (Ray is started first only for the
+    # one check that needs the cluster: which machines its trials may run on).
     ts = trials(spec, extra)
     if any(t.config.algorithm == "ppo_lstm" for t in ts):
         from attention_tuner.rl import require_rllib
@@ -398,8 +400,10 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
             # workers keep freed memory for the next training step from their start (allocator.GLIBC_ENV)
             ray.init(dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": dict(GLIBC_ENV)})
-    if connected or address:  # a cluster: can its other nodes reach the tracking store?
-        alive = [n for n in ray.nodes() if n.get("Alive")]
+    # can every node that may run a trial reach the tracking store? (also when `ray.init()` above joined a
+    # cluster already running on this machine, as under `ray submit`, with no address given)
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if alive:
         machines = len({n.get("NodeManagerAddress") for n in alive})  # nodes of one machine share its files
         check_cluster_tracking(uri, machines, sum(n.get("Resources", {}).get("GPU", 0) for n in alive),
                                float(spec.resources.get("gpu", 0)))
@@ -411,12 +415,14 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
 
     experiment_id = tracking.ensure_experiment(uri, spec.name)
     parent = tracking.start_parent(uri, experiment_id, spec.name, run_name, parent_params(spec, ts))
-    session = tracking.start_session(uri, parent)
+    session = tracking.start_session(uri, parent, resumed=resume)
     try:
         return _run_session(spec, ts, resume, uri, root, home, experiment_id, parent, verbose)
     finally:  # this session's time, also when interrupted (not when killed; an unreachable store loses it)
+        failing = sys.exc_info()[0] is not None  # then one quick try: the error that ended the session comes first
         try:
-            tracking.add_running_time(uri, parent, time.time() - session_start, session)
+            with tracking.without_http_retries() if failing else contextlib.nullcontext():
+                tracking.add_running_time(uri, parent, time.time() - session_start, session)
         except Exception as e:  # noqa: BLE001  (never hide what ended the session)
             print(f"warning: could not log the sweep's running time to MLflow: {str(e).splitlines()[0]}",
                   file=sys.stderr)
@@ -478,10 +484,14 @@ def check_cluster_tracking(uri: str, machines: int, gpus_now: float, gpu_per_tri
     elsewhere = machines > 1 or (gpu_per_trial > 0 and gpus_now == 0)
     scheme = uri.partition(":")[0].partition("+")[0].lower()
     if elsewhere and scheme in ("sqlite", "file"):
-        where = f"nodes on {machines} machines" if machines > 1 else "trials that wait for GPU workers to join"
-        raise ValueError(f"tracking URI {tracking.display_uri(uri)!r} is a file on this machine, which the other "
-                         f"nodes of this Ray cluster ({where}) cannot reach; give an MLflow server "
-                         "(--tracking-uri http://HOST:5000 or $MLFLOW_TRACKING_URI; cluster.yaml starts one)")
+        shown = tracking.display_uri(uri)
+        server = "give an MLflow server (--tracking-uri http://HOST:5000 or $MLFLOW_TRACKING_URI; cluster.yaml starts one)"
+        if machines > 1:
+            raise ValueError(f"tracking URI {shown!r} is a file on this machine, which the other machines of this "
+                             f"Ray cluster ({machines} in all) cannot reach; {server}")
+        raise ValueError(f"tracking URI {shown!r} is a file on this machine, and the trials ask for GPUs that no "
+                         f"node has: they can only run on machines that join later, which cannot reach it; {server}, "
+                         "or on a machine without a GPU, a sweep whose trials ask for none")
 
 
 def new_run_name(root: Path, name: str) -> str:
@@ -515,8 +525,8 @@ def heads_label(cfg: TrialConfig) -> str:
 
 def arm_suffix(cfg: TrialConfig, main_heads: str | None) -> str:
     """What sets an AttentionTuner trial apart from the main comparison's: an annotated fraction below 1,
-    annotation noise, supervised heads other than its task's main heads (`report.pick_main_heads`), e.g.
-    " (fraction 0.1)"; "" for none."""
+    annotation noise, supervised heads other than its task's main heads (`report.pick_main_heads`; the default's
+    when the task has no trial without noise), e.g. " (fraction 0.1)"; "" for none."""
     if cfg.method != "attention_tuner":
         return ""
     parts = []
@@ -526,7 +536,7 @@ def arm_suffix(cfg: TrialConfig, main_heads: str | None) -> str:
                                          ("spurious", cfg.data.noise.spurious)) if v]
     if noise:
         parts.append("noise " + ",".join(noise))
-    if heads_label(cfg) != main_heads:
+    if heads_label(cfg) != (main_heads if main_heads is not None else heads_label(build(TrialConfig, {}))):
         heads = cfg.memory.heads
         parts.append("heads " + (heads if isinstance(heads, str) else " ".join(f"L{a}H{b}" for a, b in heads)))
     return f" ({'; '.join(parts)})" if parts else ""

@@ -16,7 +16,8 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -271,10 +272,12 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
     retry(lambda: client(uri).log_batch(run_id, metrics=items))
 
 
-def start_session(uri: str, run_id: str) -> int:
+def start_session(uri: str, run_id: str, resumed: bool = False) -> int:
     """Count one more session of a sweep's parent run (metric ``sweep/sessions``; a resumed sweep is one more)
-    and return its number."""
-    sessions = int(retry(lambda: client(uri).get_run(run_id)).data.metrics.get("sweep/sessions", 0)) + 1
+    and return its number. A resumed parent without the metric began before sessions were counted: its first
+    session counts, untimed."""
+    have = retry(lambda: client(uri).get_run(run_id)).data.metrics.get("sweep/sessions")
+    sessions = (int(have) if have is not None else int(resumed)) + 1
     log_metrics(uri, run_id, {"sweep/sessions": sessions}, step=sessions)
     return sessions
 
@@ -284,6 +287,23 @@ def add_running_time(uri: str, run_id: str, seconds: float, session: int) -> Non
     step ``session``), so a report can leave out the time a sweep was down between sessions."""
     have = retry(lambda: client(uri).get_run(run_id)).data.metrics
     log_metrics(uri, run_id, {"sweep/running_s": have.get("sweep/running_s", 0.0) + seconds}, step=session)
+
+
+@contextmanager
+def without_http_retries(timeout_s: int = 5) -> Iterator[None]:
+    """MLflow calls inside fail at once (one try, ``timeout_s``) on a server that does not answer, instead of
+    MLflow's own retries for minutes: for what is logged on the way out of an error."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def logged_steps(uri: str, run_id: str, key: str = "epoch") -> set[int]:

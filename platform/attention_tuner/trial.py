@@ -7,7 +7,7 @@ A trial directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch),
 per start: the epochs, or RL iterations, it resumed from, the process, the time), ``checkpoint/`` and the
 pictures (``attention.png``, ``curves.png``). Running it again resumes from the checkpoint (its configuration
 checked first, before anything is written or generated; ``metrics.jsonl`` cut back to the checkpoint's epochs);
-a run with nothing left to train is left as it is.
+a run with nothing left to train is left as it is, but for one more line in ``starts.jsonl``.
 """
 
 from __future__ import annotations
