@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,15 @@ def tiny_sweep(tmp_path_factory, ray_local):
     spec = sweep.load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / "tiny.py")
     rows = sweep.run(spec, tracking_uri=uri, storage=str(folder / "store"), verbose=0)
     return uri, rows, folder
+
+
+def recorded_checkpoints(store: Path) -> list[Path]:
+    """Trial checkpoints Tune has taken in: its experiment state was saved after them (the trial writes the
+    folder first; the driver then records it, and saves its state at once, as num_to_keep is set). A retry or
+    a resume restores these; a checkpoint folder alone may not be recorded yet."""
+    found = []
+    for ckpt in store.glob("*/tune/*/checkpoint_*"):
+        states = list(ckpt.parent.parent.glob("experiment_state-*.json"))
+        if states and max(s.stat().st_mtime for s in states) > ckpt.stat().st_mtime:
+            found.append(ckpt)
+    return found

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import recorded_checkpoints
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -99,17 +101,6 @@ def fail_fsync(monkeypatch, name: str) -> None:
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-
-
-def recorded_checkpoint(store: Path) -> bool:
-    """Tune has taken in some trial's checkpoint: its experiment state was saved after the checkpoint folder
-    appeared (the trial writes the folder first, then the driver records it and saves its state at once, as
-    num_to_keep is set). Before that, a retry would not get the checkpoint and would rightly start over."""
-    for ckpt in store.glob("*/tune/*/checkpoint_*"):
-        states = list(ckpt.parent.parent.glob("experiment_state-*.json"))
-        if states and max(s.stat().st_mtime for s in states) > ckpt.stat().st_mtime:
-            return True
-    return False
 
 
 def hidden(folder: Path) -> list[str]:
@@ -549,7 +540,7 @@ def node_loss_child(folder: Path) -> None:
 
         def lose_the_worker() -> None:
             deadline = time.time() + 400
-            while time.time() < deadline and not recorded_checkpoint(store):  # a retry restores it
+            while time.time() < deadline and not recorded_checkpoints(store):  # a retry restores it
                 time.sleep(0.05)
             pid_file = next(store.glob("nodeloss-*/trials/*/worker.pid"))
             pid = int(pid_file.read_text())

@@ -17,6 +17,7 @@ import pytest
 from attention_tuner import sweep
 from attention_tuner.cli import main as cli
 from attention_tuner.config import ConfigError
+from conftest import recorded_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.py"))
@@ -107,18 +108,6 @@ def test_tiny_sweep_writes_one_parent_and_two_child_runs(tiny_sweep):
         artifacts = {a.path for a in c.list_artifacts(child.info.run_id)}
         assert {"attention.png", "curves.png", "checkpoint", "dataset_manifest.json"} <= artifacts
     assert "results.md" in {a.path for a in c.list_artifacts(parent.info.run_id)}
-
-
-def recorded_checkpoints(store: Path) -> list[Path]:
-    """Trial checkpoints Tune has taken in: its experiment state was saved after them (the trial writes the
-    folder first; the driver then records it, and saves its state at once, as num_to_keep is set). A retry or
-    a resume restores these; a checkpoint folder alone may not be recorded yet."""
-    found = []
-    for ckpt in store.glob("*/tune/*/checkpoint_*"):
-        states = list(ckpt.parent.parent.glob("experiment_state-*.json"))
-        if states and max(s.stat().st_mtime for s in states) > ckpt.stat().st_mtime:
-            found.append(ckpt)
-    return found
 
 
 def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
