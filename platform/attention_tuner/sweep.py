@@ -523,10 +523,10 @@ def heads_label(cfg: TrialConfig) -> str:
     return str(flatten(cfg)["memory.heads"])
 
 
-def arm_suffix(cfg: TrialConfig, main_heads: str | None) -> str:
+def arm_suffix(cfg: TrialConfig, main_heads: str) -> str:
     """What sets an AttentionTuner trial apart from the main comparison's: an annotated fraction below 1,
-    annotation noise, supervised heads other than its task's main heads (`report.pick_main_heads`; the default's
-    when the task has no trial without noise), e.g. " (fraction 0.1)"; "" for none."""
+    annotation noise, supervised heads other than its task's main heads (`results_rows`), e.g.
+    " (fraction 0.1)"; "" for none."""
     if cfg.method != "attention_tuner":
         return ""
     parts = []
@@ -536,7 +536,7 @@ def arm_suffix(cfg: TrialConfig, main_heads: str | None) -> str:
                                          ("spurious", cfg.data.noise.spurious)) if v]
     if noise:
         parts.append("noise " + ",".join(noise))
-    if heads_label(cfg) != (main_heads if main_heads is not None else heads_label(build(TrialConfig, {}))):
+    if heads_label(cfg) != main_heads:
         heads = cfg.memory.heads
         parts.append("heads " + (heads if isinstance(heads, str) else " ".join(f"L{a}H{b}" for a, b in heads)))
     return f" ({'; '.join(parts)})" if parts else ""
@@ -547,8 +547,9 @@ def results_rows(grid, metric: str) -> list[dict[str, Any]]:
     cfgs = [build(TrialConfig, r.config["trial"]["config"]) for r in grid]
     clean = [c for c in cfgs if c.method == "attention_tuner" and not (c.data.noise.drop or c.data.noise.shift
                                                                         or c.data.noise.spurious)]
+    default = heads_label(build(TrialConfig, {}))  # the main heads of a task with no noise-free trial
     main = {task: pick_main_heads([(heads_label(c), c.data.annotation_fraction) for c in clean
-                                   if c.task.name == task]) for task in {c.task.name for c in cfgs}}
+                                   if c.task.name == task]) or default for task in {c.task.name for c in cfgs}}
     rows = []
     for r, cfg in zip(grid, cfgs, strict=True):
         trial = r.config["trial"]
