@@ -37,6 +37,45 @@ def test_same_request_identical_content_and_reused(tmp_path, small_shards):
     assert other != a
 
 
+def test_a_change_to_the_task_code_makes_a_new_dataset(tmp_path, small_shards, monkeypatch):
+    import memory_tasks
+
+    a = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    assert json.loads((a / "manifest.json").read_text())["task_code"] == memory_tasks.source_digest("Ordering")
+    monkeypatch.setattr(memory_tasks, "source_digest", lambda name: "edited-expert")
+    b = demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    assert b != a and (a / "manifest.json").is_file()  # regenerated beside the old one, which is kept
+
+
+def test_the_task_code_digest_covers_the_task_and_shared_modules_only(tmp_path):
+    """Editing Ordering's module changes Ordering's digest only; editing a shared module changes every task's."""
+    import importlib.util
+    import shutil
+
+    import memory_tasks
+
+    src = tmp_path / "memory_tasks"
+    shutil.copytree(os.path.dirname(memory_tasks.__file__), src, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def digests():  # the package's __init__ loaded from the copy: it hashes the copy's files
+        spec = importlib.util.spec_from_file_location("memory_tasks_copy", src / "__init__.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return {t: mod.source_digest(t) for t in ("Hallway", "Ordering", "Counting")}
+
+    before = digests()
+    assert before == {t: memory_tasks.source_digest(t) for t in before}
+    with open(src / "ordering.py", "a") as f:
+        f.write("\n# an edit to the Ordering expert\n")
+    after = digests()
+    assert after["Ordering"] != before["Ordering"]
+    assert after["Hallway"] == before["Hallway"] and after["Counting"] == before["Counting"]
+    with open(src / "core.py", "a") as f:
+        f.write("\n# an edit to the shared code\n")
+    shared = digests()
+    assert all(shared[t] != after[t] for t in shared)
+
+
 def test_manifest_and_loaded_episodes_match_the_expert(tmp_path, small_shards):
     import memory_tasks
 

@@ -5,7 +5,8 @@ A dataset is a directory::
     <root>/<Task>-<key>/manifest.json         what was asked, what came out, a sha256 per shard
     <root>/<Task>-<key>/shard-00000.parquet   one row per successful episode (symbolic observations)
 
-``key`` is a hash of the request (task id, its keyword arguments, episode count, first seed, schema), so
+``key`` is a hash of the request (task id, its keyword arguments, episode count, first seed, schema) and of
+the task's code (``memory_tasks.source_digest``: a change to the task or its expert makes a new dataset), so
 the same request finds the same directory: a finished dataset is returned as it is, and an interrupted
 generation resumes by writing only the shards that are missing. Each shard covers a fixed range of
 environment seeds, is written to a temporary name and renamed when complete, so a shard on disk is
@@ -87,7 +88,7 @@ class Request:
     def key(self) -> str:
         body = json.dumps(
             {"env_id": self.env_id, "kwargs": self.kwargs, "episodes": self.episodes, "seed": self.seed,
-             "schema": SCHEMA_VERSION},
+             "schema": SCHEMA_VERSION, "code": memory_tasks.source_digest(self.env_id)},
             sort_keys=True,
         )
         return hashlib.sha256(body.encode()).hexdigest()[:16]
@@ -461,6 +462,7 @@ def write_manifest(out: Path, req: Request, shards: list[dict[str, Any]]) -> Non
         "task": req.env_id,
         "kwargs": req.kwargs,
         "request": {"episodes": req.episodes, "seed": req.seed, "key": req.key},
+        "task_code": memory_tasks.source_digest(req.env_id),
         "observations": "symbolic (7, 7, 3) uint8; pixels are rendered from them when loading",
         "episodes": req.episodes,
         "episodes_on_disk": kept,

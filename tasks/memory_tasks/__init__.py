@@ -14,11 +14,16 @@ scripted expert whose ``act(obs)`` returns ``(action, recalled_timesteps)``; :fu
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from importlib import metadata
+from pathlib import Path
+
 import gymnasium as gym
 
 from memory_tasks.core import OBS_MODES, Episode, Expert, rollout
 
-__all__ = ["OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout"]
+__all__ = ["OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout", "source_digest"]
 
 # short name -> (gymnasium id, entry point)
 TASKS: dict[str, tuple[str, str]] = {
@@ -55,3 +60,20 @@ def resolve_task(name: str) -> str:
 def make(name: str, **kwargs) -> gym.Env:
     """``gymnasium.make`` for a task given by short name or id, with its keyword arguments."""
     return gym.make(resolve_task(name), **kwargs)
+
+
+@functools.cache
+def source_digest(name: str) -> str:
+    """A digest of the code that makes a task's episodes: its own module, every shared module of this package
+    (all but the other tasks' modules), and the versions of gymnasium and minigrid. Datasets are keyed by it,
+    so a change to a task or its expert regenerates that task's demonstrations instead of reusing stale ones;
+    a change to another task's module leaves them alone."""
+    env_id = resolve_task(name)
+    others = {entry.split(":")[0].rsplit(".", 1)[-1] for i, entry in TASKS.values() if i != env_id}
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.stem not in others:
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for dist in ("gymnasium", "minigrid"):
+        h.update(f"{dist}=={metadata.version(dist)}\0".encode())
+    return h.hexdigest()[:16]
