@@ -176,6 +176,8 @@ CASES = [
          "memory.heads: (9, 0) is out of range for 4 layers x 2 heads"),
     Case("train-set-bad-head", ["train", "Hallway", "--set", "memory.heads=[[0, 2]]"],
          "memory.heads: (0, 2) is out of range"),
+    Case("train-set-duplicate-heads", ["train", "Hallway", "--set", "memory.heads=[[0, 1], [1, 0], [0, 1]]"],
+         "memory.heads names (0, 1) more than once"),
     Case("train-set-heads-word", ["train", "Hallway", "--set", "memory.heads=some"],
          "memory.heads must be a list of [layer, head] or 'all'"),
     Case("train-set-fraction", ["train", "Hallway", "--set", "data.annotation_fraction=1.5"],

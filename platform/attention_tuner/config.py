@@ -490,6 +490,8 @@ def validate(cfg: TrialConfig) -> TrialConfig:
             need(0 <= layer < m.n_layers and 0 <= head < m.n_heads,
                  f"memory.heads: ({layer}, {head}) is out of range for {m.n_layers} layers x {m.n_heads} heads "
                  "(0-based)")
+        dup = sorted({tuple(h) for h in cfg.memory.heads if list(cfg.memory.heads).count(h) > 1})
+        need(not dup, f"memory.heads names {', '.join(map(str, dup))} more than once")
     need(cfg.memory.variant in ("reference", "decision_rows"),
          f"memory.variant must be reference or decision_rows, got {cfg.memory.variant!r}")
     need(cfg.memory.split in ("copy", "even"), f"memory.split must be copy or even, got {cfg.memory.split!r}")

@@ -96,7 +96,11 @@ def memory_loss(
 
     Summed over the S heads and divided by S (the caller multiplies by the memory-loss weight). Per head the
     BCE is averaged over the selected cells of all annotated episodes pooled together, as the reference
-    pools the cells of its batch (so with every episode annotated this equals the reference exactly):
+    pools the cells of its batch (so with every episode annotated and split="copy" this equals the reference
+    exactly; with split="even" the value differs where a head's attention is exactly 0 or 1 and its target the
+    opposite, e.g. query row 0, whose one key belongs to one head: there each other head's cell costs -log(EPS)
+    = 13.8 here and 100 in the reference (its BCELoss clamps the log at -100), a constant without gradient either
+    way, so the gradients agree):
       variant="reference": every cell of the real-token square block (2L_b x 2L_b for an episode of L_b
         steps), upper triangle and action-token rows included;
       variant="decision_rows": observation-token query rows only, causal keys only (k <= 2q).

@@ -3,7 +3,8 @@
 Reporting is passed in (``report(metrics, epoch, checkpoint_path_or_None)``, called once per epoch after
 any checkpoint is written), so the same loop runs standalone, under Ray Tune and in tests. Seeded end to end: model init from
 ``cfg.seed``, data order from ``(cfg.seed, epoch)``, dropout from the torch RNG whose state the checkpoint
-keeps; a run resumed from a checkpoint continues exactly as the uninterrupted run would.
+keeps; a run resumed from a checkpoint continues exactly as the uninterrupted run would (bit for bit on the
+CPU; on CUDA up to the last bits, as two fresh CUDA runs differ: some backward kernels add atomically).
 """
 
 from __future__ import annotations
@@ -183,7 +184,9 @@ def train(
     start_epoch, history = 0, []
     ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
     if resume and ckpt_dir is not None and checkpoint.resolve(ckpt_dir).is_file():
-        state = checkpoint.load(ckpt_dir, map_location=device)
+        # on the CPU: load_state_dict moves weights and Adam's moments to the device and keeps Adam's step
+        # counters on the CPU, as a fresh run has them (on CUDA, each would cost a sync per parameter per step)
+        state = checkpoint.load(ckpt_dir, map_location="cpu")
         check_resumable(state, cfg, checkpoint.resolve(ckpt_dir))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
