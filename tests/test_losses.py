@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from attention_tuner.losses import EPS, action_loss, expert_attention_mass, expert_matrix, memory_loss
+from attention_tuner.losses import (
+    EPS,
+    action_loss,
+    earlier_keys,
+    expert_attention_mass,
+    expert_matrix,
+    expert_rows,
+    memory_loss,
+    recall_rows,
+)
 from attention_tuner.model import AttentionTuner
 
 # One episode of T = 2 steps (tokens o0 a0 o1 a1). Pairs (p, q): (0, 0), (0, 1), (1, 1)
@@ -140,6 +149,14 @@ def test_expert_attention_mass_by_hand():
     two = torch.cat([attn, uniform], 1)  # a second head, uniform: o0 -> 1, o1 -> 2/3
     assert expert_attention_mass(two, E, mask, ann).item() == pytest.approx((1.0 + (0.8 + 2 / 3) / 2) / 2)
     assert math.isnan(expert_attention_mass(attn, E, mask, torch.tensor([False, False])).item())
+    # the rows that recall an earlier frame: o1 only (o0's one key is itself)
+    recall = recall_rows(E, mask, ann)
+    assert recall.nonzero().tolist() == [[0, 2]] and expert_rows(E, mask, ann).nonzero().tolist() == [[0, 0], [0, 2]]
+    assert expert_attention_mass(attn, E, mask, ann, recall).item() == pytest.approx(0.8)
+    # on the recalled frame only (key 0, not o1 itself): 0.5; the uniform head 1/3
+    earlier = earlier_keys(E)
+    assert expert_attention_mass(attn, earlier, mask, ann, recall).item() == pytest.approx(0.5)
+    assert expert_attention_mass(two, earlier, mask, ann, recall).item() == pytest.approx((0.5 + 1 / 3) / 2)
 
 
 def test_no_annotated_episode_gives_zero_loss_and_the_action_gradients_exactly():

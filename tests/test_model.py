@@ -90,6 +90,31 @@ def test_supervised_order_and_mixed_fused_heads_match_all_fused():
     torch.testing.assert_close(logits_s, logits, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("probe", [((1, 1), (0, 0), (1, 0)), ((0, 1),), ((1, 0), (1, 1))])
+@pytest.mark.parametrize("packed", [False, True])
+def test_probed_heads_equal_the_same_heads_supervised(probe, packed, monkeypatch):
+    """probe= returns the attention of heads no loss supervises, the vanilla model's included, as a model
+    supervising them would, in the order given, and leaves the logits alone."""
+    if packed:  # the packed path (wide models) too
+        monkeypatch.setattr(model_module, "PACK_MIN_D_MODEL", 1)
+    obs, act = batch(2, 6)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    vanilla, other = small(supervised=()), small(supervised=((0, 1),))
+    supervising = small(supervised=probe)
+    for net in (other, supervising):
+        net.load_state_dict(vanilla.state_dict())
+    want_logits, want = supervising(obs, act, mask)
+    for net in (vanilla, other):
+        logits, attn = net(obs, act, mask, probe=probe)
+        torch.testing.assert_close(attn, want, rtol=0, atol=1e-6)
+        torch.testing.assert_close(logits, want_logits, rtol=0, atol=1e-5)
+    assert vanilla(obs, act, mask)[1] is None  # the probe is for that call only
+    with pytest.raises(ValueError, match="probe has duplicate"):
+        vanilla(obs, act, probe=((0, 0), (0, 0)))
+    with pytest.raises(ValueError, match=r"probe \(layer, head\) \(2, 0\) out of range"):
+        vanilla(obs, act, probe=((2, 0),))
+
+
 def test_returned_attention_is_the_heads_softmax():
     net = small(supervised=((1, 1),))
     obs, act = batch(1, 4)

@@ -127,10 +127,34 @@ def test_held_out_attention_mass_does_not_depend_on_the_batch_size(tmp_path):
     model = training.build_model(cfg, training.n_actions_of("Hallway", {"length": 3}))
     step = training.Stepper(cfg, model, torch.device("cpu"))
     index = np.arange(len(hallway))
-    one_batch = training.measure(step, hallway, index, len(index))["expert_attention_mass"]
+    one_batch = training.measure(step, hallway, index, len(index))
     for size in (1, 5):
-        assert training.measure(step, hallway, index, size)["expert_attention_mass"] == pytest.approx(one_batch,
-                                                                                                         abs=1e-6)
+        for key in ("expert_attention_mass", "recall_attention_mass"):
+            assert training.measure(step, hallway, index, size)[key] == pytest.approx(one_batch[key], abs=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.0])
+def test_the_vanilla_transformers_heads_are_measured_too(tmp_path, fraction):
+    """With memory.weight 0 no head is supervised, yet the held-out metrics say where memory.heads look, as
+    for a model that supervises them with the same weights; training itself computes no attention."""
+    hallway = datasets.load(demos.generate("Hallway", {"length": 3}, 12, 0, root=tmp_path, actors=0,
+                                           progress=False))
+    kw = {"task.name": "Hallway", "task.kwargs": {"length": 3}, "memory.heads": [[1, 0], [0, 1]]}
+    vanilla = config(**kw, **{"memory.weight": 0.0})
+    tuned = config(**kw, **{"data.annotation_fraction": fraction})
+    torch.manual_seed(0)
+    model = training.build_model(vanilla, training.n_actions_of("Hallway", {"length": 3}))
+    assert not model.supervised
+    same = training.build_model(tuned, model.n_actions)
+    same.load_state_dict(model.state_dict())
+    index = np.arange(len(hallway))
+    got = training.measure(training.Stepper(vanilla, model, torch.device("cpu")), hallway, index, 4)
+    want = training.measure(training.Stepper(tuned, same, torch.device("cpu")), hallway, index, 4)
+    assert {"expert_attention_mass", "recall_attention_mass"} <= set(got)
+    assert got == pytest.approx(want, abs=1e-6)
+    assert 0 < got["recall_attention_mass"] < got["expert_attention_mass"] < 1
+    batch = next(datasets.batches(hallway, index, list(hallway.pairs), 4))
+    assert "expert_attention_mass" not in training.Stepper(vanilla, model.train(), torch.device("cpu"))(batch)
 
 
 def test_fraction_zero_gives_the_vanilla_gradients(demo):

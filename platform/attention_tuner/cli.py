@@ -162,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def show(m: dict[str, float], epoch: int, _ckpt: Path | None) -> None:
         keys = ("train/action_loss", "train/memory_loss", "val/accuracy", "val/decision_accuracy",
-                "val/expert_attention_mass", "train/episode_return_mean", "perf/env_steps", "eval/success_rate",
+                "val/expert_attention_mass", "val/recall_attention_mass", "train/episode_return_mean", "perf/env_steps", "eval/success_rate",
                 "perf/samples_per_s")
         unit = "iteration" if cfg.algorithm == "ppo_lstm" else "epoch"
         print(f"{unit} {epoch:>4}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)

@@ -373,8 +373,12 @@ def load_yaml(path: str | Path) -> TrialConfig:
 
 def supervised_heads(cfg: TrialConfig) -> tuple[tuple[int, int], ...]:
     """The (layer, head) pairs the memory loss trains; empty for the vanilla Transformer."""
-    if cfg.memory.weight == 0:
-        return ()
+    return () if cfg.memory.weight == 0 else memory_heads(cfg)
+
+
+def memory_heads(cfg: TrialConfig) -> tuple[tuple[int, int], ...]:
+    """The (layer, head) pairs of ``memory.heads``, whether or not a loss trains them (the vanilla
+    Transformer's are measured: where they look)."""
     if cfg.memory.heads == "all":
         return tuple((layer, h) for layer in range(cfg.model.n_layers) for h in range(cfg.model.n_heads))
     return tuple(cfg.memory.heads)  # type: ignore[arg-type]

@@ -136,22 +136,37 @@ def memory_loss(
     return bce.sum() / (n * S)
 
 
-def decision_rows(E: torch.Tensor, step_mask: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: the rows `expert_attention_mass` averages over, observation query rows 2q of real steps of
-    annotated episodes with at least one expert key (pool batches by their count)."""
+def expert_rows(E: torch.Tensor, step_mask: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: observation query rows 2q of real steps of annotated episodes with at least one expert key
+    (every real step: each carries its self-pair)."""
     return (E.sum(-1) > 0) & token_mask(step_mask) & annotated.bool()[:, None]
+
+
+def earlier_keys(E: torch.Tensor) -> torch.Tensor:
+    """E (B, L, L) without its diagonal: the expert's keys other than the query's own frame (its self-pair),
+    i.e. the recalled frames."""
+    return E * ~torch.eye(E.shape[-1], dtype=torch.bool, device=E.device)
+
+
+def recall_rows(E: torch.Tensor, step_mask: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the `expert_rows` whose expert recalls an earlier frame: the decision steps of
+    `training.decision_steps`, where memory is needed."""
+    return (earlier_keys(E).sum(-1) > 0) & expert_rows(E, step_mask, annotated)
 
 
 @torch.no_grad()
 def expert_attention_mass(
-    attn: torch.Tensor, E: torch.Tensor, step_mask: torch.Tensor, annotated: torch.Tensor
+    attn: torch.Tensor, E: torch.Tensor, step_mask: torch.Tensor, annotated: torch.Tensor,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean attention mass the supervised heads put on the expert's keys (diagnostic), a 0-d float tensor.
+    """Mean attention mass the heads of attn (B, S, L, L) put on the expert's keys (diagnostic), a 0-d tensor.
 
-    Averaged over the S heads and over the decision rows: observation query rows 2q of real steps of
-    annotated episodes with at least one expert key. NaN when there is no such row.
+    Averaged over the S heads and over ``rows`` (B, L) bool, by default `expert_rows`: every real step of an
+    annotated episode, where most of the expert's keys are the current frame (its self-pair). The attention on
+    the recalled frames alone: ``expert_attention_mass(attn, earlier_keys(E), ..., rows=recall_rows(...))``.
+    NaN when there is no such row.
     """
-    rows = decision_rows(E, step_mask, annotated)  # (B, L)
+    rows = expert_rows(E, step_mask, annotated) if rows is None else rows  # (B, L)
     mass = (attn.float() * E[:, None].float()).sum(-1).mean(1)  # (B, L)
     n = rows.sum()
     if n == 0:

@@ -321,12 +321,15 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model), nn.Dropout(dropout))
         self.ln2 = nn.LayerNorm(d_model)
         self.explicit = sorted(set(explicit))
-        self.fused = [h for h in range(n_heads) if h not in self.explicit]
-        # put head outputs back in head order after computing [explicit..., fused...]
-        self.unperm = torch.argsort(torch.tensor(self.explicit + self.fused)).tolist()
-        self._reorder = self.unperm != list(range(n_heads))  # explicit heads not first: outputs need re-ordering
-        # the same heads as slices where they are contiguous (views, no gather copy)
-        self._e, self._f = _head_index(self.explicit), _head_index(self.fused)
+        self._plan = self.plan(self.explicit)
+
+    def plan(self, explicit: list[int]) -> tuple[slice | list[int], slice | list[int], list[int] | None]:
+        """How `forward` splits the heads: the explicit heads' index, the fused heads' index (slices where they
+        are contiguous: views, no gather copy), and the permutation that puts the head outputs, computed as
+        [explicit..., fused...], back in head order (None when they already are)."""
+        fused = [h for h in range(self.nh) if h not in explicit]
+        unperm = torch.argsort(torch.tensor(explicit + fused)).tolist()
+        return _head_index(explicit), _head_index(fused), None if unperm == list(range(self.nh)) else unperm
 
     def _qkv(self, x: torch.Tensor, packing: Packing | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         qkv = self.qkv(x) if packing is None else packing.pad(self.qkv(x))  # (B, L, 3C)
@@ -340,14 +343,17 @@ class Block(nn.Module):
         x = self.ln1(x + self.proj(y if packing is None else packing.pack(y)))
         return self.ln2(x + self.ff(x))
 
-    def forward(self, x: torch.Tensor, packing: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, packing: Packing | None = None, explicit: list[int] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, L, C), or the real tokens (N, C) of ``packing``'s batch -> the same shape, and the explicit
-        heads' attention probabilities (B, n_explicit, L, L) or None."""
+        heads' attention probabilities (B, n_explicit, L, L) or None. ``explicit`` (sorted, distinct) replaces
+        the layer's explicit heads for this call (to look at heads no loss supervises)."""
         q, k, v = self._qkv(x, packing)
         L, hs = q.shape[2], q.shape[3]
-        if not self.explicit:
+        heads = self.explicit if explicit is None else explicit
+        if not heads:
             return self._out(x, F.scaled_dot_product_attention(q, k, v, is_causal=True), packing), None
-        e = self._e
+        e, f, unperm = self._plan if explicit is None else self.plan(explicit)
         # explicit heads in float32 even under autocast: the memory loss takes log of these probabilities
         with torch.autocast(device_type=x.device.type, enabled=False):
             scale = 1.0 / math.sqrt(hs)  # on the queries: L x hs products instead of L x L
@@ -355,11 +361,10 @@ class Block(nn.Module):
             causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
             att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # diagonal always allowed: no NaN rows
         y = att.to(v.dtype) @ v[:, e]  # (B, ne, L, hs)
-        if self.fused:
-            f = self._f
+        if len(heads) < self.nh:
             y = torch.cat((y, F.scaled_dot_product_attention(q[:, f], k[:, f], v[:, f], is_causal=True)), dim=1)
-            if self._reorder:
-                y = y[:, self.unperm]  # (B, nh, L, hs), back in head order
+            if unperm is not None:
+                y = y[:, unperm]  # (B, nh, L, hs), back in head order
         return self._out(x, y, packing), att
 
     def step(self, x: torch.Tensor, cache: KVCache, layer: int, last_only: bool = False) -> torch.Tensor:
@@ -457,12 +462,14 @@ class AttentionTuner(nn.Module):
                              f"for obs_mode={self.obs_mode!r}, got {tuple(obs.shape)}")
 
     # --- full sequence ----------------------------------------------------------------------------------
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None,
+                probe: Iterable[tuple[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """obs (B, T, *obs_shape) uint8, actions (B, T) int -> logits (B, T, A), attn (B, S, 2T, 2T) or None.
 
         attn holds float32 softmax probabilities of the supervised heads in the order given (zero above the
-        diagonal). The last action is never seen by any logit (causality); pass anything in range.
+        diagonal); with ``probe``, (layer, head) pairs, those heads' instead (the same function: to measure
+        where a model's heads look, the vanilla Transformer's included). The last action is never seen by any
+        logit (causality); pass anything in range.
         mask (B, T) bool, True on real steps, each row's real steps first (right padding): when the batch has
         padding and d_model >= PACK_MIN_D_MODEL, the layers then run on the real tokens only (`Packing`).
         Real steps' logits and the attention among real tokens are the same function as without it; at padded
@@ -488,17 +495,23 @@ class AttentionTuner(nn.Module):
         x = torch.stack((o, a), dim=2).view(B, 2 * T, C)  # (B, 2T, C): o_t at 2t, a_t at 2t + 1
         if packing is not None:
             x = packing.pack(x)  # (N, C): the real tokens
+        pairs, explicit, index = self.supervised, [None] * self.n_layers, self._sup_index
+        if probe is not None:
+            pairs = tuple(tuple(p) for p in probe)
+            _check_heads("probe", pairs, self.n_layers, self.n_heads)
+            explicit = [sorted({h for i, h in pairs if i == layer}) for layer in range(self.n_layers)]
+            index = [(i, explicit[i].index(h)) for i, h in pairs]
         x = self.drop(self.ln_emb(x))
         atts = []
-        for block in self.blocks:
-            x, att = block(x, packing)
+        for block, heads in zip(self.blocks, explicit, strict=True):
+            x, att = block(x, packing, heads)
             atts.append(att)  # (B, n_explicit, 2T, 2T) or None
         if packing is not None:
             x = packing.pad(x)  # (B, 2T, C)
         logits = self.head(x[:, 0::2])  # (B, T, A): a_t predicted at observation token 2t
-        if not self.supervised:
+        if not pairs:
             return logits, None
-        attn = torch.stack([atts[i][:, j] for (i, j) in self._sup_index], dim=1)  # (B, S, 2T, 2T)
+        attn = torch.stack([atts[i][:, j] for (i, j) in index], dim=1)  # (B, S, 2T, 2T)
         return logits, attn
 
     # --- incremental decoding ---------------------------------------------------------------------------
@@ -583,11 +596,15 @@ def _validate(obs_mode, n_actions, d_model, n_layers, n_heads, d_ff, dropout, su
         raise ValueError(f"d_model ({d_model}) must be even (sinusoidal position encoding)")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    for p in supervised:
+    _check_heads("supervised", supervised, n_layers, n_heads)
+
+
+def _check_heads(name: str, pairs: tuple[tuple[int, ...], ...], n_layers: int, n_heads: int) -> None:
+    for p in pairs:
         if len(p) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in p):
-            raise ValueError(f"supervised entries must be (layer, head) int pairs, got {p!r}")
+            raise ValueError(f"{name} entries must be (layer, head) int pairs, got {p!r}")
         if not (0 <= p[0] < n_layers and 0 <= p[1] < n_heads):
-            raise ValueError(f"supervised (layer, head) {p} out of range: 0-based, layer < {n_layers}, "
+            raise ValueError(f"{name} (layer, head) {p} out of range: 0-based, layer < {n_layers}, "
                              f"head < {n_heads}")
-    if len(set(supervised)) != len(supervised):
-        raise ValueError(f"supervised has duplicate (layer, head) pairs: {supervised}")
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"{name} has duplicate (layer, head) pairs: {pairs}")

@@ -68,10 +68,12 @@ def learning_curves(history: list[dict[str, float]], path: str | Path, title: st
     ax1.set_title("losses")
     ax1.legend()
     for key, style in (("train/accuracy", "-"), ("val/accuracy", "--"), ("val/decision_accuracy", "-."),
-                       ("val/expert_attention_mass", ":"), ("eval/success_rate", "o-")):
+                       ("val/expert_attention_mass", ":"), ("val/recall_attention_mass", (0, (1, 4))),
+                       ("eval/success_rate", "-")):
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         if pts:
-            ax2.plot(*zip(*pts, strict=True), style, label=key)
+            ax2.plot(*zip(*pts, strict=True), linestyle=style, marker="o" if key.startswith("eval/") else None,
+                     label=key)
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("fraction")

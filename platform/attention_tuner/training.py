@@ -20,7 +20,7 @@ import torch
 
 import memory_tasks
 from attention_tuner import checkpoint, datasets, losses
-from attention_tuner.config import ConfigError, TrialConfig, build, supervised_heads, to_dict
+from attention_tuner.config import ConfigError, TrialConfig, build, memory_heads, supervised_heads, to_dict
 from attention_tuner.evaluation import evaluate
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
@@ -65,6 +65,8 @@ class Stepper:
         self.encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, device)
         precision = cfg.optim.precision
         self.amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")  # bfloat16 autocast
+        # a model without supervised heads (memory.weight 0) is measured on memory.heads all the same (eval mode)
+        self.probe = None if supervised_heads(cfg) else memory_heads(cfg)
 
     def __call__(self, batch: datasets.Batch) -> dict[str, torch.Tensor]:
         cfg, dev = self.cfg, self.device
@@ -72,31 +74,39 @@ class Stepper:
         actions = torch.from_numpy(batch.actions).to(dev)  # (B, T)
         mask = torch.from_numpy(batch.mask).to(dev)  # (B, T)
         annotated = torch.from_numpy(batch.annotated).to(dev)  # (B,)
+        probe = None if self.model.training else self.probe
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, attn = self.model(obs, actions, mask)  # (B, T, A), (B, S, 2T, 2T) | None
+            logits, attn = self.model(obs, actions, mask, probe=probe)  # (B, T, A), (B, S, 2T, 2T) | None
         a_loss, acc = losses.action_loss(logits.float(), actions, mask)
         out = {"action_loss": a_loss, "accuracy": acc, "loss": a_loss}
         if attn is not None and bool(annotated.any()):
             E = losses.expert_matrix(batch.pairs, batch.obs.shape[1], dev)  # (B, 2T, 2T)
-            m_loss = losses.memory_loss(attn, E, mask, annotated, cfg.memory.variant, cfg.memory.split)
-            out["memory_loss"] = m_loss
-            out["loss"] = a_loss + cfg.memory.weight * m_loss
-            out["expert_attention_mass"] = losses.expert_attention_mass(attn, E, mask, annotated)
-            out["expert_rows"] = losses.decision_rows(E, mask, annotated).sum()  # its average's count
+            if probe is None:
+                m_loss = losses.memory_loss(attn, E, mask, annotated, cfg.memory.variant, cfg.memory.split)
+                out["memory_loss"] = m_loss
+                out["loss"] = a_loss + cfg.memory.weight * m_loss
+            if not self.model.training:  # diagnostics, for `measure`
+                for name, keys, rows in (  # every step on all expert keys; recall steps on the recalled frames
+                        ("expert", E, losses.expert_rows(E, mask, annotated)),
+                        ("recall", losses.earlier_keys(E), losses.recall_rows(E, mask, annotated))):
+                    out[f"{name}_attention_mass"] = losses.expert_attention_mass(attn, keys, mask, annotated, rows)
+                    out[f"{name}_rows"] = rows.sum()  # its average's count
         out["logits"] = logits
         return out
 
 
 @torch.no_grad()
 def measure(step: Stepper, demos: datasets.Demonstrations, index: np.ndarray, batch_size: int) -> dict[str, float]:
-    """Action loss/accuracy, decision-step accuracy and expert attention mass on ``index`` (eval mode)."""
+    """Action loss/accuracy, decision-step accuracy and the attention mass of the supervised (or, vanilla, the
+    memory.heads) heads on the expert's keys, on ``index`` (eval mode): expert_attention_mass over every step,
+    self-pairs included; recall_attention_mass over the decision steps, on the recalled frames only."""
     if len(index) == 0:
         return {}
     step.model.eval()
     chosen = set(index.tolist())
     pairs = [demos.pairs[i] if i in chosen else None for i in range(len(demos))]
     sums: dict[str, float] = {"action_loss": 0.0, "correct": 0.0, "steps": 0.0, "dec_correct": 0.0,
-                              "dec_steps": 0.0, "mass": 0.0, "mass_n": 0.0}
+                              "dec_steps": 0.0, "expert": 0.0, "expert_n": 0.0, "recall": 0.0, "recall_n": 0.0}
     for batch in datasets.batches(demos, index, pairs, batch_size):
         out = step(batch)
         n = float(batch.mask.sum())
@@ -109,16 +119,18 @@ def measure(step: Stepper, demos: datasets.Demonstrations, index: np.ndarray, ba
             dec = decision_steps(demos.pairs[i], int(batch.mask[b].sum()))
             sums["dec_correct"] += float(right[b, : len(dec)][dec].sum())
             sums["dec_steps"] += float(dec.sum())
-        if "expert_attention_mass" in out and not torch.isnan(out["expert_attention_mass"]):
-            rows = float(out["expert_rows"])  # pooled over decision rows, whatever the batch size
-            sums["mass"] += float(out["expert_attention_mass"]) * rows
-            sums["mass_n"] += rows
+        for name in ("expert", "recall"):  # pooled over their rows, whatever the batch size
+            if f"{name}_attention_mass" in out and not torch.isnan(out[f"{name}_attention_mass"]):
+                rows = float(out[f"{name}_rows"])
+                sums[name] += float(out[f"{name}_attention_mass"]) * rows
+                sums[f"{name}_n"] += rows
     step.model.train()
     res = {"action_loss": sums["action_loss"] / sums["steps"], "accuracy": sums["correct"] / sums["steps"]}
     if sums["dec_steps"]:
         res["decision_accuracy"] = sums["dec_correct"] / sums["dec_steps"]
-    if sums["mass_n"]:
-        res["expert_attention_mass"] = sums["mass"] / sums["mass_n"]
+    for name in ("expert", "recall"):
+        if sums[f"{name}_n"]:
+            res[f"{name}_attention_mass"] = sums[name] / sums[f"{name}_n"]
     return res
 
 
