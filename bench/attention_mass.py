@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 import torch
 
-from attention_tuner import checkpoint, datasets, report, tracking, training
+from attention_tuner import checkpoint, datasets, report, training
 from attention_tuner.config import TrialConfig, build
 
 
