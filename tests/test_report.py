@@ -60,8 +60,8 @@ def test_report_writes_tables_csv_and_plots(tmp_path):
     uri = make_store(tmp_path, TRIALS)
     md = report(uri, tmp_path / "out", experiment="synthetic")
     text = md.read_text()
-    assert "| Hallway | attention_tuner | 0.80 ± 0.06 | 3 |  |" in text
-    assert "| Hallway | vanilla | 0.20 ± 0.00 | 1 | 004 (failed) |" in text
+    assert "| Hallway | attention_tuner | 0.800 ± 0.058 | 3 |  |" in text
+    assert "| Hallway | vanilla | 0.200 (one seed) | 1 | 004 (failed) |" in text
     assert "annotated fraction" in text  # fractions differ, so the fraction table is there
     with open(tmp_path / "out" / "task_method.csv") as f:
         rows = list(csv.DictReader(f))
@@ -101,8 +101,8 @@ def test_verdicts_fraction_arms_and_a_report_written_elsewhere_with_notes(tmp_pa
     text = md.read_text()
     assert md == tmp_path / "docs" / "results.md" and "Machine: a test." in text
     assert "![Success by task and method](results/success_by_task.png)" in text
-    assert "| Hallway | 0.1 | 0.60 ± 0.10 | 2 |  |" in text and "| Hallway | 0.0 | 0.15 ± 0.05 | 2 |  |" in text
-    assert "| Hallway | attention_tuner | 0.85 ± 0.05 | 2 |  |" in text  # task x method: fraction 1 only
+    assert "| Hallway | 0.1 | 0.600 ± 0.100 | 2 |  |" in text and "| Hallway | 0.0 | 0.150 ± 0.050 | 2 |  |" in text
+    assert "| Hallway | attention_tuner | 0.850 ± 0.050 | 2 |  |" in text  # task x method: fraction 1 only
 
 
 def test_the_rl_baseline_is_its_own_method_outside_the_fraction_table(tmp_path):
@@ -124,9 +124,9 @@ def test_the_rl_baseline_is_its_own_method_outside_the_fraction_table(tmp_path):
     rows = load_rows(uri, experiment="synthetic")
     assert sorted(r.method for r in rows) == ["attention_tuner", "attention_tuner", "ppo_lstm", "ppo_lstm", "vanilla"]
     text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
-    assert "| Hallway | ppo_lstm | 0.40 ± 0.10 | 2 |  |" in text
-    assert "| Hallway | 0.0 | 0.10 ± 0.00 | 1 |  |" in text  # vanilla alone at fraction 0
-    assert "| ppo-1 | Hallway | 1 | finished | 1,024,000 | 10.0 | 0.50 |" in text
+    assert "| Hallway | ppo_lstm | 0.400 ± 0.100 | 2 |  |" in text
+    assert "| Hallway | 0.0 | 0.100 (one seed) | 1 |  |" in text  # vanilla alone at fraction 0
+    assert "| ppo-1 | Hallway | 1 | finished | 1,024,000 | 10.0 | 0.500 |" in text
     assert (tmp_path / "out" / "rl_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -146,10 +146,10 @@ def test_noise_and_head_arms_are_not_pooled_into_the_main_comparison(tmp_path):
     assert v["attention_tuner"]["n"] == 2 and v["attention_tuner"]["mean"] == pytest.approx(0.85)
     assert v["verdict"] == "AttentionTuner ahead"
     text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
-    assert "| Hallway | attention_tuner | 0.85 ± 0.05 | 2 |  |" in text
-    assert "| Hallway | [[0, 0]] | 0.85 ± 0.05 | 2 |  |" in text  # the clean arm of head (0, 0): no noise, no vanilla
-    assert "| Hallway | [[1, 1]] | 0.30 ± 0.00 | 2 |  |" in text
-    assert "| Hallway | attention_tuner | drop=0.5 | 0.10 ± 0.00 | 2 |  |" in text
+    assert "| Hallway | attention_tuner | 0.850 ± 0.050 | 2 |  |" in text
+    assert "| Hallway | [[0, 0]] | 0.850 ± 0.050 | 2 |  |" in text  # the clean arm of head (0, 0): no noise, no vanilla
+    assert "| Hallway | [[1, 1]] | 0.300 ± 0.000 | 2 |  |" in text
+    assert "| Hallway | attention_tuner | drop=0.5 | 0.100 ± 0.000 | 2 |  |" in text
 
 
 def test_a_sweep_of_partial_fractions_only_still_gets_its_fraction_table(tmp_path, capsys):
@@ -163,7 +163,7 @@ def test_a_sweep_of_partial_fractions_only_still_gets_its_fraction_table(tmp_pat
     assert cli(["report", "--experiment", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "rep"),
                 "--markdown", str(md)]) == 0
     text = md.read_text()
-    assert "| Hallway | 0.1 | 0.50 ± 0.00 | 1 |  |" in text and "| Hallway | 0.5 | 0.70 ± 0.00 | 1 |  |" in text
+    assert "| Hallway | 0.1 | 0.500 (one seed) | 1 |  |" in text and "| Hallway | 0.5 | 0.700 (one seed) | 1 |  |" in text
     assert (tmp_path / "rep" / "fraction.png").is_file()
 
 
@@ -177,3 +177,131 @@ def test_the_wall_time_of_a_resumed_sweep_leaves_out_the_time_between_sessions()
     killed = wall_time(600.0, 3, 1800.0, 2)
     assert "of which at least 30 min running in 3 sessions" in killed
     assert "1 of them killed or cut off from MLflow before logging its time" in killed
+
+
+def test_a_sweep_run_twice_into_its_experiment_counts_each_trial_once(tmp_path):
+    """--experiment: a re-run of the same trials (same params) is counted once, its latest finished run; the
+    superseded runs are named. A later run that failed does not replace a finished one."""
+    first = [("Hallway", 10, 1.0, s, 0.9 - 0.1 * s, "FINISHED") for s in range(3)]
+    uri = make_store(tmp_path, first)
+    again = [("Hallway", 10, 1.0, 0, 0.5, "FINISHED"), ("Hallway", 10, 1.0, 1, None, "FAILED"),
+             ("Hallway", 10, 1.0, 2, 0.7, "FINISHED")]
+    exp = tracking.ensure_experiment(uri, "synthetic")
+    parent = tracking.start_parent(uri, exp, "synthetic", "sweep-2", {})
+    for i, (task, weight, fraction, seed, success, status) in enumerate(again):
+        run = tracking.child_run(uri, exp, parent, f"{i:03d}", "synthetic", {
+            "task.name": task, "memory.weight": weight, "data.annotation_fraction": fraction, "seed": seed,
+            "memory.heads": "[[0, 0]]"})
+        if success is not None:
+            tracking.log_metrics(uri, run, {"eval/success_rate": success}, 1)
+        tracking.finish(uri, run, status)
+    tracking.finish(uri, parent)
+    assert len(load_rows(uri, experiment="synthetic")) == 6
+    text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
+    assert "| Hallway | attention_tuner | 0.667 ± 0.088 | 3 |  |" in text  # 0.5 (re-run), 0.8 (first), 0.7 (re-run)
+    assert "Not counted, 3 runs of a trial that ran again" in text and "001 (failed, MLflow run" in text
+    # --sweep: the latest run only, and a pointer to the earlier one
+    text = report(uri, tmp_path / "out2", sweep="synthetic").read_text()
+    assert "| Hallway | attention_tuner | 0.600 ± 0.100 | 2 | 001 (failed) |" in text
+    assert "1 earlier run of the sweep with 3 trial runs" in text
+
+
+def test_the_latest_sweep_run_without_trials_is_named_in_the_error(tmp_path, capsys):
+    uri = make_store(tmp_path, TRIALS[:2])
+    exp = tracking.ensure_experiment(uri, "synthetic")
+    tracking.start_parent(uri, exp, "synthetic", "sweep-2", {})
+    assert cli(["report", "--sweep", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no trial runs; 1 earlier runs have some: --experiment synthetic" in err
+
+
+def test_verdicts_use_welchs_test_and_every_task_gets_a_row(tmp_path):
+    """Three seeds each, a gap of 2.07 standard errors (the old rule's 'ahead') is Welch p = 0.17: no clear
+    difference. A task with no finished vanilla seed still gets its row, saying why it is not compared."""
+    uri = make_store(tmp_path, [
+        ("MysteryPath", 10, 1.0, 0, 0.85, "FINISHED"), ("MysteryPath", 10, 1.0, 1, 0.845, "FINISHED"),
+        ("MysteryPath", 10, 1.0, 2, 0.86, "FINISHED"), ("MysteryPath", 0, 1.0, 0, 0.68, "FINISHED"),
+        ("MysteryPath", 0, 1.0, 1, 0.84, "FINISHED"), ("MysteryPath", 0, 1.0, 2, 0.745, "FINISHED"),
+        ("Ordering", 10, 1.0, 0, 0.5, "FINISHED"), ("Ordering", 0, 1.0, 0, None, "FAILED"),
+        ("Counting", 10, 1.0, 0, 0.6, "FINISHED"), ("Counting", 10, 1.0, 1, 0.6, "FINISHED"),
+        ("Counting", 0, 1.0, 0, 0.6, "FINISHED"), ("Counting", 0, 1.0, 1, 0.6, "FINISHED"),
+    ])
+    v = {x["task"]: x for x in verdicts(load_rows(uri, experiment="synthetic"))}
+    mp = v["MysteryPath"]
+    assert mp["diff"] / mp["se"] == pytest.approx(2.07, abs=0.01) and mp["p"] == pytest.approx(0.172, abs=0.002)
+    assert mp["verdict"] == "no clear difference"
+    assert v["Ordering"]["verdict"] == "cannot compare: AttentionTuner 1 finished of 1, vanilla 0 finished of 1"
+    assert v["Counting"]["p"] == 1.0 and v["Counting"]["verdict"] == "no clear difference"  # equal, no variance
+    text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
+    assert "| Ordering | 0.500 (one seed) (n=1) | n/a (n=0) |  |  | cannot compare:" in text
+
+
+def test_the_noise_table_keeps_fraction_and_head_arms_apart(tmp_path):
+    drop = {"data.noise.drop": "0.2"}
+    uri = make_store(tmp_path, [
+        ("Hallway", 10, 1.0, 0, 0.9, "FINISHED"), ("Hallway", 10, 0.1, 0, 0.1, "FINISHED"),
+        ("Hallway", 10, 1.0, 0, 0.5, "FINISHED", {"memory.heads": "[[1, 1]]"}),
+        ("Hallway", 10, 1.0, 0, 0.6, "FINISHED", drop), ("Hallway", 0, 1.0, 0, 0.2, "FINISHED"),
+    ])
+    text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
+    noise = text[text.index("under annotation noise"):].split("\n\n")[1]
+    assert "| Hallway | attention_tuner | none | 0.900 (one seed) | 1 |  |" in noise  # not pooled with 0.1 or [[1, 1]]
+    assert "| Hallway | attention_tuner | drop=0.2 | 0.600 (one seed) | 1 |  |" in noise
+    assert "| Hallway | vanilla | none | 0.200 (one seed) | 1 |  |" in noise
+    with open(tmp_path / "out" / "noise.csv") as f:
+        assert all(r["se"] == "" for r in csv.DictReader(f))  # no standard error from one seed
+
+
+def test_a_report_into_an_old_reports_folder_leaves_no_stale_output(tmp_path):
+    uri = make_store(tmp_path, TRIALS)
+    out = tmp_path / "out"
+    report(uri, out, experiment="synthetic")
+    assert (out / "fraction.csv").is_file() and (out / "fraction.png").is_file()
+    (out / "my_notes.txt").write_text("mine")
+    (tmp_path / "b").mkdir()
+    uri2 = make_store(tmp_path / "b", TRIALS[:4])  # no fraction arm
+    report(uri2, out, experiment="synthetic")
+    assert not (out / "fraction.csv").exists() and not (out / "fraction.png").exists()
+    assert (out / "task_method.csv").is_file() and (out / "my_notes.txt").read_text() == "mine"
+
+
+def test_runs_without_params_and_several_commits_are_said(tmp_path):
+    uri = make_store(tmp_path, TRIALS[:4])
+    exp = tracking.ensure_experiment(uri, "synthetic")
+    parent = tracking.find_run(uri, exp, {"sweep_id": "sweep-1"})
+    run = tracking.child_run(uri, exp, parent, "killed-early", "synthetic", {})
+    tracking.set_tags(uri, run, {"git_commit": "0123456789abcdef"})
+    text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
+    assert "Not counted, 1 runs without parameters (stopped before logging them): killed-early (running)." in text
+    assert "| ? |" not in text
+    assert "**The trials come from 2 commits of the code**" not in text  # the run without params is not counted
+    first = next(r.run_id for r in load_rows(uri, experiment="synthetic") if r.name == "000")
+    tracking.set_tags(uri, first, {"git_commit": "fedcba9876543210"})
+    assert "**The trials come from 2 commits of the code**" in report(uri, tmp_path / "o2",
+                                                                      experiment="synthetic").read_text()
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is empty, not an MLflow store"),
+                                              (None, "an SQLite database without MLflow's tables")])
+def test_a_report_reads_only_mlflow_stores_and_writes_nothing_into_others(tmp_path, capsys, content, message):
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    if content is None:
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE foo (x)")
+    else:
+        db.write_bytes(content)
+    before = db.read_bytes()
+    assert cli(["report", "--sweep", "x", "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert db.read_bytes() == before
+
+
+def test_a_deleted_experiment_is_refused(tmp_path, capsys):
+    uri = make_store(tmp_path, TRIALS[:2])
+    c = tracking.client(uri)
+    c.delete_experiment(c.get_experiment_by_name("synthetic").experiment_id)
+    assert cli(["report", "--experiment", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
+    assert "is deleted (restore it first: mlflow experiments restore" in capsys.readouterr().err

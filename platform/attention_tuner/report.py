@@ -7,6 +7,8 @@ final metrics, and aggregates over seeds: mean ± standard error and the number 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -31,14 +33,24 @@ class TrialRow:
     noise: str
     seed: int
     metrics: dict[str, float]
+    start_time: int = 0  # ms since the epoch
+    commit: str = "?"
+    trial: str = ""  # the trial's identity: a digest of its parameters (equal for a re-run of the same trial)
 
     @property
     def success(self) -> float | None:
         return self.metrics.get(METRIC)
 
+    @property
+    def counted(self) -> bool:
+        return self.status == "FINISHED" and self.success is not None
+
 
 def method_of(params: dict[str, str]) -> str:
-    """vanilla, attention_tuner or ppo_lstm, from a trial run's params (as TrialConfig.method)."""
+    """vanilla, attention_tuner or ppo_lstm, from a trial run's params (as TrialConfig.method); "?" for a run
+    without params (killed before it logged them)."""
+    if not params:
+        return "?"
     if params.get("algorithm") == "ppo_lstm":
         return "ppo_lstm"
     weight = float(params.get("memory.weight", "0"))
@@ -90,6 +102,14 @@ def heads_rows(rows: list[TrialRow]) -> list[TrialRow]:
     return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"]
 
 
+def noise_rows(rows: list[TrialRow]) -> list[TrialRow]:
+    """The annotation-noise ablation: vanilla, and fully annotated AttentionTuner on its task's main heads, at
+    every noise level (not the fraction or head arms, which would mix into the same cells)."""
+    heads = {task: main_heads(rows, task) for task in {r.task for r in rows}}
+    return [r for r in rows if r.method == "vanilla"
+            or (r.method == "attention_tuner" and r.fraction == 1.0 and r.heads == heads[r.task])]
+
+
 def demonstration_rows(rows: list[TrialRow]) -> list[TrialRow]:
     """The Transformer trials (vanilla and AttentionTuner), trained on demonstrations: not the RL baseline."""
     return [r for r in rows if r.method != "ppo_lstm"]
@@ -107,39 +127,62 @@ def rl_table(rows: list[TrialRow]) -> str:
         steps, wall, s = r.metrics.get("perf/env_steps"), r.metrics.get("perf/train_s"), r.success
         lines.append(f"| {r.name} | {r.task} | {r.seed} | {r.status.lower()} | "
                      f"{'' if steps is None else f'{steps:,.0f}'} | {'' if wall is None else f'{wall / 60:.1f}'} | "
-                     f"{'' if s is None else f'{s:.2f}'} |")
+                     f"{rate(s)} |")
     return "\n".join(lines)
 
 
+# A difference counts when Welch's two-sided t-test gives p below this.
+ALPHA = 0.05
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) for the means of a and b (2 values or more each).
+    Both without variance: 0 when the means differ, 1 when they are equal."""
+    from scipy import stats
+
+    if max(a) == min(a) and max(b) == min(b):
+        return 1.0 if a[0] == b[0] else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
 def verdicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
-    """Per task: AttentionTuner minus vanilla, and whether the gap exceeds twice its standard error."""
+    """Per task: AttentionTuner minus vanilla, Welch's p, and a verdict (one entry per task, compared or not)."""
     groups = {(g["task"], g["method"]): g for g in aggregate(main_rows(rows), ("task", "method"))}
     out = []
-    for task in sorted({t for t, _ in groups}):
+    for task in sorted({t for t, m in groups if m in ("attention_tuner", "vanilla")}):
         at, van = groups.get((task, "attention_tuner")), groups.get((task, "vanilla"))
+        entry: dict[str, Any] = {"task": task, "attention_tuner": at, "vanilla": van, "diff": None, "se": None,
+                                 "p": None}
+        out.append(entry)
+        short = [f"{name} {g['n'] if g else 0} finished of {len(g['values']) + len(g['missing']) if g else 0}"
+                 for name, g in (("AttentionTuner", at), ("vanilla", van)) if not g or g["n"] < 2]
         if not at or not van or not at["n"] or not van["n"]:
+            entry["verdict"] = "cannot compare: " + ", ".join(short)
             continue
-        diff, se = at["mean"] - van["mean"], math.hypot(at["se"], van["se"])
-        if at["n"] < 2 or van["n"] < 2:
-            verdict = "too few seeds to tell"
-        elif diff > 2 * se:
-            verdict = "AttentionTuner ahead"
-        elif diff < -2 * se:
-            verdict = "vanilla ahead"
+        entry["diff"], entry["se"] = at["mean"] - van["mean"], math.hypot(at["se"], van["se"])
+        if short:
+            entry["verdict"] = "too few seeds to tell: " + ", ".join(short)
+            continue
+        entry["p"] = p = welch_p(at["values"], van["values"])
+        if p >= ALPHA:
+            entry["verdict"] = "no clear difference"
         else:
-            verdict = "no clear difference"
-        out.append({"task": task, "attention_tuner": at, "vanilla": van, "diff": diff, "se": se, "verdict": verdict})
+            entry["verdict"] = "AttentionTuner ahead" if entry["diff"] > 0 else "vanilla ahead"
     return out
 
 
 def verdict_table(rows: list[TrialRow]) -> str:
     lines = ["### AttentionTuner against the vanilla Transformer", "",
-             "A gap counts when it exceeds twice its standard error (the two groups' s.e. combined).", "",
-             "| task | AttentionTuner | vanilla | difference (± s.e.) | verdict |", "|---|---|---|---|---|"]
+             f"A difference counts when Welch's t-test (two-sided, unequal variances, over the seeds) gives p < "
+             f"{ALPHA:g}. With 2-3 seeds a side the test has little power: \"no clear difference\" is not \"no "
+             "difference\".", "",
+             "| task | AttentionTuner | vanilla | difference (± s.e.) | Welch p | verdict |", "|---|---|---|---|---|---|"]
     for v in verdicts(rows):
         at, van = v["attention_tuner"], v["vanilla"]
-        lines.append(f"| {v['task']} | {at['mean']:.2f} ± {at['se']:.2f} (n={at['n']}) | {van['mean']:.2f} ± "
-                     f"{van['se']:.2f} (n={van['n']}) | {v['diff']:+.2f} ± {v['se']:.2f} | {v['verdict']} |")
+        cells = [f"{mean_cell(g)} (n={g['n']})" if g else "none" for g in (at, van)]
+        diff = "" if v["diff"] is None else f"{v['diff']:+.3f} ± {v['se']:.3f}"
+        p = "" if v["p"] is None else f"{v['p']:.3f}"
+        lines.append(f"| {v['task']} | {cells[0]} | {cells[1]} | {diff} | {p} | {v['verdict']} |")
     return "\n".join(lines)
 
 
@@ -163,12 +206,11 @@ def run_summary(uri: str, experiment: str | None, sweep: str | None) -> list[str
     if not sweep:
         return []
     c = tracking.client(uri)
-    exp = tracking.retry(lambda: c.get_experiment_by_name(sweep))
-    runs = tracking.retry(lambda: c.search_runs([exp.experiment_id], max_results=5000))
-    parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
+    parents, children = experiment_runs(uri, sweep)
     if not parents:
         return []
     p = max(parents, key=lambda r: r.info.start_time)
+    earlier = [q for q in parents if q is not p]
 
     def stamp(ms: int) -> str:
         return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -182,33 +224,80 @@ def run_summary(uri: str, experiment: str | None, sweep: str | None) -> list[str
             minutes, int(p.data.metrics.get("sweep/sessions", 1)), p.data.metrics.get("sweep/running_s"), timed)
     else:
         line += f", not finished (status {p.info.status.lower()})"
-    return [line + ".", ""]
+    lines = [line + ".", ""]
+    if earlier:
+        n = sum(r.data.tags[tracking.PARENT_TAG] != p.info.run_id for r in children)
+        lines += [f"This report counts that run only. The experiment holds {len(earlier)} earlier "
+                  f"run{'s' if len(earlier) > 1 else ''} of the sweep with {n} trial runs: `report --experiment "
+                  f"{sweep}` counts every trial of them all once (its latest finished run).", ""]
+    return lines
 
 
-def load_rows(uri: str, experiment: str | None = None, sweep: str | None = None) -> list[TrialRow]:
-    """One row per trial run of the experiment (or of the latest run of ``sweep``)."""
+def search_all(c, experiment_id: str) -> list:
+    """Every (not deleted) run of an experiment, page by page."""
+    runs, token = [], None
+    while True:
+        page = tracking.retry(lambda t=token: c.search_runs([experiment_id], max_results=1000, page_token=t))
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def experiment_runs(uri: str, name: str | None) -> tuple[list, list]:
+    """(parent runs, trial runs) of the experiment ``name``; a one-line ValueError when it is missing."""
     c = tracking.client(uri)
-    name = experiment or sweep
     exp = tracking.retry(lambda: c.get_experiment_by_name(name)) if name else None
     if exp is None:
         raise ValueError(f"no MLflow experiment named {name!r} at {tracking.display_uri(uri)}")
-    runs = tracking.retry(lambda: c.search_runs([exp.experiment_id], max_results=5000))
-    parents = [r for r in runs if tracking.PARENT_TAG not in r.data.tags]
-    children = [r for r in runs if tracking.PARENT_TAG in r.data.tags]
+    if exp.lifecycle_stage == "deleted":
+        raise ValueError(f"MLflow experiment {name!r} at {tracking.display_uri(uri)} is deleted (restore it first: "
+                         f"mlflow experiments restore --experiment-id {exp.experiment_id})")
+    runs = search_all(c, exp.experiment_id)
+    return ([r for r in runs if tracking.PARENT_TAG not in r.data.tags],
+            [r for r in runs if tracking.PARENT_TAG in r.data.tags])
+
+
+def trial_row(r) -> TrialRow:
+    p = r.data.params
+    noise = ",".join(f"{k.split('.')[-1]}={p[k]}" for k in ("data.noise.drop", "data.noise.shift",
+                                                             "data.noise.spurious") if p.get(k) not in (None, "0", "0.0"))
+    identity = hashlib.sha256(json.dumps(sorted(p.items())).encode()).hexdigest()[:16] if p else r.info.run_id
+    return TrialRow(
+        run_id=r.info.run_id, name=r.data.tags.get("mlflow.runName", r.info.run_id), status=r.info.status,
+        task=p.get("task.name", "?"), method=method_of(p), fraction=annotated_fraction(p),
+        heads=p.get("memory.heads", "?"), noise=noise or "none", seed=int(p.get("seed", 0)),
+        metrics=dict(r.data.metrics), start_time=r.info.start_time or 0, commit=r.data.tags.get("git_commit", "?"),
+        trial=identity)
+
+
+def load_rows(uri: str, experiment: str | None = None, sweep: str | None = None) -> list[TrialRow]:
+    """One row per trial run of the experiment (or of the latest run of ``sweep``), re-runs included (see
+    `latest_runs`)."""
+    parents, children = experiment_runs(uri, experiment or sweep)
     if sweep and parents:  # the latest run of the sweep
         latest = max(parents, key=lambda r: r.info.start_time)
         children = [r for r in children if r.data.tags[tracking.PARENT_TAG] == latest.info.run_id]
-    rows = []
-    for r in children:
-        p = r.data.params
-        noise = ",".join(f"{k.split('.')[-1]}={p[k]}" for k in ("data.noise.drop", "data.noise.shift",
-                                                                 "data.noise.spurious") if p.get(k) not in (None, "0", "0.0"))
-        rows.append(TrialRow(
-            run_id=r.info.run_id, name=r.data.tags.get("mlflow.runName", r.info.run_id), status=r.info.status,
-            task=p.get("task.name", "?"), method=method_of(p), fraction=annotated_fraction(p),
-            heads=p.get("memory.heads", "?"), noise=noise or "none", seed=int(p.get("seed", 0)),
-            metrics=dict(r.data.metrics)))
-    return sorted(rows, key=lambda r: r.name)
+        if not children:
+            others = len({r.data.tags[tracking.PARENT_TAG] for r in experiment_runs(uri, sweep)[1]})
+            raise ValueError(f"the latest run of sweep {sweep!r} ({latest.data.tags.get('mlflow.runName', '')}, MLflow "
+                             f"run {latest.info.run_id}) has no trial runs"
+                             + (f"; {others} earlier runs have some: --experiment {sweep} reports them" if others else ""))
+    return sorted((trial_row(r) for r in children), key=lambda r: r.name)
+
+
+def latest_runs(rows: list[TrialRow]) -> tuple[list[TrialRow], list[tuple[TrialRow, TrialRow]]]:
+    """Each trial once: of the runs with the same parameters (a sweep run again into its experiment), the
+    latest finished one (else the latest). Returns (kept rows, [(superseded row, the row kept instead)])."""
+    by_trial: dict[str, list[TrialRow]] = {}
+    for r in rows:
+        by_trial.setdefault(r.trial or r.run_id, []).append(r)
+    kept, superseded = [], []
+    for runs in by_trial.values():
+        best = max(runs, key=lambda r: (r.counted, r.start_time, r.run_id))
+        kept.append(best)
+        superseded += [(r, best) for r in runs if r is not best]
+    return sorted(kept, key=lambda r: r.name), sorted(superseded, key=lambda x: x[0].name)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -227,7 +316,7 @@ def aggregate(rows: list[TrialRow], keys: tuple[str, ...]) -> list[dict[str, Any
     for r in rows:
         k = tuple(getattr(r, key) for key in keys)
         g = groups.setdefault(k, {**dict(zip(keys, k, strict=True)), "values": [], "missing": []})
-        if r.status == "FINISHED" and r.success is not None:
+        if r.counted:
             g["values"].append(r.success)
         else:
             g["missing"].append(f"{r.name} ({r.status.lower()})")
@@ -242,12 +331,23 @@ def aggregate(rows: list[TrialRow], keys: tuple[str, ...]) -> list[dict[str, Any
     return sorted(out, key=lambda g: tuple(str(g[k]) for k in keys))
 
 
+def rate(x: float | None) -> str:
+    """A success rate as the tables print it: 3 decimals (200 evaluation episodes move it in steps of 0.005)."""
+    return "" if x is None else f"{x:.3f}"
+
+
+def mean_cell(g: dict[str, Any]) -> str:
+    """'mean ± s.e.', 'mean (one seed)' (no standard error to give) or 'n/a' (no finished seed)."""
+    if g["n"] == 0:
+        return "n/a"
+    return f"{rate(g['mean'])} (one seed)" if g["n"] == 1 else f"{rate(g['mean'])} ± {rate(g['se'])}"
+
+
 def markdown_table(groups: list[dict[str, Any]], keys: tuple[str, ...], title: str) -> str:
     lines = [f"### {title}", "", "| " + " | ".join(keys) + " | success rate (mean ± s.e.) | seeds | not counted |",
              "|" + "---|" * (len(keys) + 3)]
     for g in groups:
-        cell = "n/a" if g["n"] == 0 else f"{g['mean']:.2f} ± {g['se']:.2f}"
-        lines.append("| " + " | ".join(str(g[k]) for k in keys) + f" | {cell} | {g['n']} | "
+        lines.append("| " + " | ".join(str(g[k]) for k in keys) + f" | {mean_cell(g)} | {g['n']} | "
                      + (", ".join(g["missing"]) or "") + " |")
     return "\n".join(lines)
 
@@ -262,7 +362,8 @@ def write_csv(groups: list[dict[str, Any]], keys: tuple[str, ...], path: Path) -
     w = csv.writer(buf)
     w.writerow([*keys, "mean", "se", "seeds", "not_counted"])
     for g in groups:
-        w.writerow([*(g[k] for k in keys), g["mean"], g["se"], g["n"], ";".join(g["missing"])])
+        se = g["se"] if g["n"] >= 2 else ""  # no standard error from fewer than two seeds
+        w.writerow([*(g[k] for k in keys), g["mean"], se, g["n"], ";".join(g["missing"])])
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
@@ -274,9 +375,12 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
     """
     from attention_tuner import report_plots
 
-    rows = load_rows(uri, experiment, sweep)
-    if not rows:
+    every = load_rows(uri, experiment, sweep)
+    if not every:
         raise ValueError(f"no trial runs found in experiment {experiment or sweep!r} at {tracking.display_uri(uri)}")
+    latest, superseded = latest_runs(every)
+    rows = [r for r in latest if r.task != "?"]
+    no_params = [r for r in latest if r.task == "?"]
     preface = Path(notes).read_text() if notes else ""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -285,7 +389,8 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
     sections = [f"# Report: {experiment or sweep}", "",
                 f"{len(rows)} trials from `{tracking.display_uri(uri)}`; the final `{METRIC}` of each trial "
                 "(closed-loop, held-out seeds), aggregated over seeds: mean ± standard error of the mean.", "",
-                *run_summary(uri, experiment, sweep)]
+                *run_summary(uri, experiment, sweep), *not_counted(superseded, no_params),
+                *commits_note(rows)]
     if preface:
         sections += [preface.rstrip(), ""]
     sections += [verdict_table(rows), ""]
@@ -298,27 +403,70 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
     if len({r.heads for r in heads_rows(rows)}) > 1:
         tables.append(("heads", ("task", "heads"), "Success rate by supervised (layer, head)", heads_rows(rows)))
     if len({r.noise for r in rows}) > 1:
-        tables.append(("noise", ("task", "method", "noise"), "Success rate under annotation noise", rows))
+        tables.append(("noise", ("task", "method", "noise"),
+                       "Success rate under annotation noise (vanilla, and AttentionTuner fully annotated on its main "
+                       "heads)", noise_rows(rows)))
+    written = set()
     for name, keys, title, subset in tables:
         groups = aggregate(subset, keys)
         sections += [markdown_table(groups, keys, title), ""]
         write_csv(groups, keys, folder / f"{name}.csv")
+        written.add(folder / f"{name}.csv")
     if any(r.method == "ppo_lstm" for r in rows):
         sections += [rl_table(rows), ""]
     for title, png in report_plots.all_plots(uri, rows, folder):
         sections += [f"### {title}", "", f"![{title}]({(link / png.name).as_posix()})", ""]
+        written.add(png)
     sections += ["### Trials", "", "| trial | task | method | fraction | seed | status | success rate "
                  "| decision-step accuracy |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        s, d = r.success, r.metrics.get("val/decision_accuracy")
-        sections.append(f"| {r.name} | {r.task} | {r.method} | {r.fraction:g} | {r.seed} | {r.status.lower()} | "
-                        f"{'' if s is None else f'{s:.2f}'} | {'' if d is None else f'{d:.2f}'} |")
+        d = r.metrics.get("val/decision_accuracy")
+        fraction = "" if r.method == "ppo_lstm" else f"{r.fraction:g}"
+        sections.append(f"| {r.name} | {r.task} | {r.method} | {fraction} | {r.seed} | {r.status.lower()} | "
+                        f"{rate(r.success)} | {rate(d)} |")
     sections.append("")
     md.parent.mkdir(parents=True, exist_ok=True)
     from attention_tuner.demos import atomic_write_bytes
 
     atomic_write_bytes(md, "\n".join(sections).encode())
+    written.add(md)
+    remove_stale(folder, written)
     return md
+
+
+# What a report writes in its folder (tables, plots): an earlier report's files of these names that this one
+# did not write again are removed, so that none is taken for current.
+OUTPUTS = ("report.md", "task_method.csv", "fraction.csv", "heads.csv", "noise.csv", "*.png")
+
+
+def remove_stale(folder: Path, written: set[Path]) -> None:
+    keep = {p.resolve() for p in written}
+    for pattern in OUTPUTS:
+        for path in folder.glob(pattern):
+            if path.is_file() and path.resolve() not in keep:
+                path.unlink()
+
+
+def not_counted(superseded: list[tuple[TrialRow, TrialRow]], no_params: list[TrialRow]) -> list[str]:
+    """Lines naming the runs the tables leave out: re-runs of a trial counted once, runs without parameters."""
+    lines = []
+    if superseded:
+        lines += [f"Not counted, {len(superseded)} runs of a trial that ran again (each trial counts once: its latest "
+                  "finished run): " + ", ".join(f"{old.name} ({old.status.lower()}, MLflow run {old.run_id[:8]}: "
+                                               f"superseded by {new.run_id[:8]})" for old, new in superseded) + ".", ""]
+    if no_params:
+        lines += [f"Not counted, {len(no_params)} runs without parameters (stopped before logging them): "
+                  + ", ".join(f"{r.name} ({r.status.lower()})" for r in no_params) + ".", ""]
+    return lines
+
+
+def commits_note(rows: list[TrialRow]) -> list[str]:
+    """A warning when the trials counted come from more than one commit of the code."""
+    commits = sorted({r.commit[:12] for r in rows})
+    if len(commits) < 2:
+        return []
+    return [f"**The trials come from {len(commits)} commits of the code** ({', '.join(commits)}): results of "
+            "different code are pooled.", ""]
 
 
 def copy_artifact(uri: str, run_id: str, name: str, dest: Path) -> Path | None:

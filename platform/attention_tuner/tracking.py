@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,12 +145,28 @@ def _check_sqlite(db: Path, must_exist: bool, bad: Callable[[str], ValueError]) 
             raise bad(f"cannot read {db} ({e.strerror})") from None
         if head and head != SQLITE_MAGIC:
             raise bad(f"{db} is not an SQLite database")
+        if must_exist:  # read it, never create MLflow's tables in it (an empty file, another program's database)
+            _check_mlflow_tables(db, bad)
     elif must_exist:
         raise bad(f"no MLflow store at {db}")
     if not db.parent.is_dir():
         raise bad(f"folder {db.parent} does not exist")
     if not must_exist:
         _check_folder(db.parent, bad)
+
+
+def _check_mlflow_tables(db: Path, bad: Callable[[str], ValueError]) -> None:
+    """The SQLite file holds an MLflow store (its tables), read without writing anything."""
+    import sqlite3
+
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:
+        raise bad(f"cannot read {db} ({e})") from None
+    if not {"experiments", "runs", "alembic_version"} <= tables:
+        raise bad(f"{db} is empty, not an MLflow store" if not tables
+                  else f"{db} is an SQLite database without MLflow's tables, not an MLflow store")
 
 
 def _check_folder(folder: Path, bad: Callable[[str], ValueError]) -> None:
