@@ -280,9 +280,9 @@ def test_the_printed_table_keeps_annotated_fractions_apart_from_full_annotation(
                             metrics={"eval/success_rate": 0.5}, error=None) for t in picked]
     table = sweep.results_table(sweep.results_rows(grid, "eval/success_rate"))
     summary = table.split("\n\n")[1]
-    assert "| MortarMayhem | attention_tuner | 0.50 ± 0.00 | 3 |" in summary
-    assert "| MortarMayhem | attention_tuner (fraction 0.1) | 0.50 ± 0.00 | 3 |" in summary
-    assert "| Ordering | vanilla | 0.50 ± 0.00 | 3 |" in summary
+    assert "| MortarMayhem | attention_tuner | 0.500 ± 0.000 | 3 |" in summary
+    assert "| MortarMayhem | attention_tuner (fraction 0.1) | 0.500 ± 0.000 | 3 |" in summary
+    assert "| Ordering | vanilla | 0.500 ± 0.000 | 3 |" in summary
 
 
 def test_the_printed_table_counts_finished_trials_only_and_keeps_noise_and_head_arms_apart():
@@ -299,10 +299,10 @@ def test_the_printed_table_counts_finished_trials_only_and_keeps_noise_and_head_
             result("2", {"data.noise.drop": 0.5}, 0.2), result("3", {"memory.heads": [[1, 1]]}, 0.3),
             result("4", {"memory.weight": 0.0}, 0.4)]
     summary = sweep.results_table(sweep.results_rows(grid, "eval/success_rate")).split("\n\n")[1]
-    assert "| Hallway | attention_tuner | 0.90 ± 0.00 | 1 | 1 |" in summary  # the failed trial listed, not counted
-    assert "| Hallway | attention_tuner (noise drop=0.5) | 0.20 ± 0.00 | 1 |  |" in summary
-    assert "| Hallway | attention_tuner (heads L1H1) | 0.30 ± 0.00 | 1 |  |" in summary
-    assert "| Hallway | vanilla | 0.40 ± 0.00 | 1 |  |" in summary
+    assert "| Hallway | attention_tuner | 0.900 (one seed) | 1 | 1 |" in summary  # the failed trial listed, not counted
+    assert "| Hallway | attention_tuner (noise drop=0.5) | 0.200 (one seed) | 1 |  |" in summary
+    assert "| Hallway | attention_tuner (heads L1H1) | 0.300 (one seed) | 1 |  |" in summary
+    assert "| Hallway | vanilla | 0.400 (one seed) | 1 |  |" in summary
 
 
 def test_the_printed_table_takes_the_main_heads_as_the_report_does():
@@ -321,13 +321,13 @@ def test_the_printed_table_takes_the_main_heads_as_the_report_does():
     grid = [result("0", {"memory.heads": "all"}, 0.9), result("1", {"memory.heads": "all", "seed": 1}, 0.7),
             result("2", {"memory.heads": [[1, 1]]}, 0.3), result("3", {"memory.weight": 0.0}, 0.4)]
     summary = sweep.results_table(sweep.results_rows(grid, "eval/success_rate")).split("\n\n")[1]
-    assert "| Hallway | attention_tuner | 0.80 ± 0.10 | 2 |" in summary
-    assert "| Hallway | attention_tuner (heads L1H1) | 0.30 ± 0.00 | 1 |" in summary
+    assert "| Hallway | attention_tuner | 0.800 ± 0.100 | 2 |" in summary
+    assert "| Hallway | attention_tuner (heads L1H1) | 0.300 (one seed) | 1 |" in summary
     assert "heads all" not in summary
     # no trial without noise: the default's heads are the main ones, so a noise arm gets no heads label
     noisy = [result("0", {"data.noise.drop": 0.5}, 0.5), result("1", {"memory.weight": 0.0}, 0.4)]
     summary = sweep.results_table(sweep.results_rows(noisy, "eval/success_rate")).split("\n\n")[1]
-    assert "| Hallway | attention_tuner (noise drop=0.5) | 0.50 ± 0.00 | 1 |" in summary
+    assert "| Hallway | attention_tuner (noise drop=0.5) | 0.500 (one seed) | 1 |" in summary
 
 
 def test_a_trial_given_a_gpu_it_cannot_use_is_refused_not_run_on_the_cpu(monkeypatch):

@@ -41,7 +41,7 @@ from attention_tuner.presets import (  # noqa: F401  (for sweep files)
     PAPER_TASKS,
     RL_BASELINE,
 )
-from attention_tuner.report import mean_se, pick_main_heads
+from attention_tuner.report import mean_cell, mean_se, pick_main_heads, rate
 
 
 @dataclass(frozen=True)
@@ -571,7 +571,7 @@ def results_table(rows: list[dict[str, Any]], metric: str = "eval/success_rate")
     for r in rows:
         s, d = r.get(metric), r.get("val/decision_accuracy")
         lines.append(f"| {r['trial']} | {r['task']} | {r['method']} | {r['seed']} | "
-                     f"{'' if s is None else f'{s:.2f}'} | {'' if d is None else f'{d:.2f}'} | {r['status']} |")
+                     f"{rate(s)} | {rate(d)} | {r['status']} |")
     groups: dict[tuple[str, str], list[float]] = {}
     left_out: dict[tuple[str, str], list[str]] = {}
     for r in rows:
@@ -583,7 +583,8 @@ def results_table(rows: list[dict[str, Any]], metric: str = "eval/success_rate")
     lines += ["", f"| task | method | {name} (mean ± s.e.) | seeds | not counted |", "|---|---|---|---|---|"]
     for key in sorted(set(groups) | set(left_out)):
         vals = groups.get(key, [])
-        cell = "n/a" if not vals else "{:.2f} ± {:.2f}".format(*mean_se(vals))
+        mean, se = mean_se(vals) if vals else (float("nan"), float("nan"))
+        cell = mean_cell({"n": len(vals), "mean": mean, "se": se})
         lines.append(f"| {key[0]} | {key[1]} | {cell} | {len(vals)} | {', '.join(left_out.get(key, []))} |")
     return "\n".join(lines)
 
