@@ -158,6 +158,42 @@ def test_sweep_resumes_after_the_driver_is_killed_without_duplicates(tmp_path):
     assert "running in 2 sessions" in report.run_summary(uri, None, "tiny")[0]
 
 
+def test_ctrl_c_ends_a_sweep_as_interrupted_and_resume_finishes_it(tmp_path):
+    """Tune catches SIGINT and returns its results: the sweep must not call that done. Exit 130, the unfinished
+    trials' runs and the parent KILLED, a pointer to --resume; then --resume finishes them in the same runs."""
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    store = tmp_path / "store"
+    args = CLI + ["sweep", str(ROOT / "sweeps" / "tiny.py"), "--storage", str(store), "--tracking-uri", uri,
+                  "--set", "optim.epochs=30", "--set", "eval.every=10"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not recorded_checkpoints(store):
+            assert proc.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGINT)  # the driver only, as Ctrl-C reaches it
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    assert "did not finish; continue them with the same command and --resume" in err
+    assert err.strip().splitlines()[-1].endswith("interrupted")
+    assert "| interrupted |" in out
+    c, runs = mlflow_runs(uri, "tiny")
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert parent.info.status == "KILLED"
+    assert "KILLED" in {r.info.status for r in children} and "RUNNING" not in {r.info.status for r in children}
+    done = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    c, runs = mlflow_runs(uri, "tiny")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+
+
 def test_a_retry_keeps_only_the_checkpoint_tune_was_reported(tmp_path):
     """A checkpoint saved but never reported (the trial killed between the two) is not resumed from: with none
     reported the retry starts over; with one reported, that one replaces whatever is on disk."""

@@ -32,7 +32,7 @@ def test_trials_left_running_are_marked_failed_and_finished_ones_kept(tmp_path):
     died = tracking.child_run(uri, exp, parent, "000-0", "x", {})  # its worker died: never ended its run
     done = tracking.child_run(uri, exp, parent, "001-1", "x", {})
     tracking.finish(uri, done)
-    tracking.fail_unfinished_trials(uri, exp, parent, ["000-0", "001-1"])
+    tracking.end_unfinished_trials(uri, exp, parent, ["000-0", "001-1"], "FAILED")
     status = {r: tracking.client(uri).get_run(r).info.status for r in (died, done)}
     assert status == {died: "FAILED", done: "FINISHED"}
 

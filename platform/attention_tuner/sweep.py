@@ -470,10 +470,16 @@ def _run_session(spec: SweepSpec, ts: list[Trial], resume: bool, uri: str, root:
     out = home / "results.md"
     demos.atomic_write_bytes(out, (table + "\n").encode())
     tracking.log_artifact(uri, parent, out)
-    failed = [r["trial"] for r in rows if r["status"] != "ok"]
-    tracking.fail_unfinished_trials(uri, experiment_id, parent, failed)
-    tracking.finish(uri, parent, "FINISHED" if not failed else "FAILED")
+    failed = [r["trial"] for r in rows if r["status"].startswith("error")]
+    stopped = [r["trial"] for r in rows if r["status"] == INTERRUPTED]
+    tracking.end_unfinished_trials(uri, experiment_id, parent, failed, "FAILED")
+    tracking.end_unfinished_trials(uri, experiment_id, parent, stopped, "KILLED")
+    tracking.finish(uri, parent, "KILLED" if stopped else "FAILED" if failed else "FINISHED")
     print("\n" + table, flush=True)
+    if stopped:  # Tune caught Ctrl-C and returned: the sweep was interrupted, not done
+        print(f"{len(stopped)} of {len(rows)} trials did not finish; continue them with the same command and --resume",
+              file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
     return rows
 
 
@@ -542,6 +548,10 @@ def arm_suffix(cfg: TrialConfig, main_heads: str) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+# The status of a trial Tune stopped unfinished (the sweep interrupted): `--resume` continues it.
+INTERRUPTED = "interrupted"
+
+
 def results_rows(grid, metric: str) -> list[dict[str, Any]]:
     """One row per trial for the table a sweep prints; the arms apart as in the report (`arm_suffix`)."""
     cfgs = [build(TrialConfig, r.config["trial"]["config"]) for r in grid]
@@ -554,11 +564,14 @@ def results_rows(grid, metric: str) -> list[dict[str, Any]]:
     for r, cfg in zip(grid, cfgs, strict=True):
         trial = r.config["trial"]
         m = r.metrics or {}
+        if r.error is not None:
+            status = f"error: {str(r.error).splitlines()[0][:80]}"
+        else:  # Tune marks the last result of a trial that returned; one stopped by Ctrl-C (or never started) lacks it
+            status = "ok" if m.get("done") else INTERRUPTED
         rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name,
                      "method": cfg.method + arm_suffix(cfg, main[cfg.task.name]),
                      "seed": cfg.seed, metric: m.get(metric),
-                     "val/decision_accuracy": m.get("val/decision_accuracy"),
-                     "status": "ok" if r.error is None else f"error: {str(r.error).splitlines()[0][:80]}"})
+                     "val/decision_accuracy": m.get("val/decision_accuracy"), "status": status})
     return sorted(rows, key=lambda r: r["trial"])
 
 

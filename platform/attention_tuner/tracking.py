@@ -336,10 +336,11 @@ def finish(uri: str, run_id: str, status: str = "FINISHED") -> None:
     retry(lambda: client(uri).set_terminated(run_id, status))
 
 
-def fail_unfinished_trials(uri: str, experiment_id: str, parent: str, trial_keys: list[str]) -> None:
-    """Mark FAILED the runs of these trials that are still RUNNING: a trial whose worker died (killed, out of
-    memory, node lost) never ended its own run, and its last retry is over."""
+def end_unfinished_trials(uri: str, experiment_id: str, parent: str, trial_keys: list[str], status: str) -> None:
+    """End with ``status`` the runs of these trials that are still RUNNING: FAILED for a trial whose worker died
+    (killed, out of memory, node lost: it never ended its own run) after its last retry, KILLED for one stopped
+    by an interrupted sweep (a resumed sweep continues the same run)."""
     for key in trial_keys:
         found = find_run(uri, experiment_id, {TRIAL_TAG: key, "parent_run": parent})
         if found and retry(lambda found=found: client(uri).get_run(found)).info.status == "RUNNING":
-            finish(uri, found, "FAILED")
+            finish(uri, found, status)
