@@ -42,6 +42,8 @@ class Case:
     script: bool = False  # argv[0] is a sweep file run as __main__ (python sweeps/x.py ...)
     absent: tuple[str, ...] = ()  # paths that must not exist afterwards (nothing started, nothing written)
     hidden: str = ""  # a secret given on the command line that the message must not repeat
+    max_chars: int = 2000  # of stderr: a message stays short whatever the input
+    skip_on_cuda: bool = False  # the input is only wrong on a machine without CUDA
 
 
 def sweep_file(body: str) -> str:
@@ -83,6 +85,9 @@ SWEEP_FILES = {
     "failures.py": sweep_file("SWEEP = SweepSpec(name='x', base={}, space={}, max_failures=-1)\n"),
     "badname.py": sweep_file("SWEEP = SweepSpec(name='../escape', base={}, space={})\n"),
     "emptyname.py": sweep_file("SWEEP = SweepSpec(name='', base={}, space={})\n"),
+    "longname.py": sweep_file(f"SWEEP = SweepSpec(name='{'x' * 101}', base={{}}, space={{}})\n"),
+    "description.py": sweep_file("SWEEP = SweepSpec(name='x', base={}, space={}, description=5)\n"),
+    "nanresources.py": sweep_file("SWEEP = SweepSpec(name='x', base={}, space={}, resources={'cpu': float('nan')})\n"),
     "ok.py": sweep_file(f"SWEEP = SweepSpec(name='ok', base={TINY_BASE}, space={{'seed': [0]}})\n"
                         "if __name__ == '__main__':\n    from attention_tuner.sweep import main\n\n    main(SWEEP)\n"),
 }
@@ -91,6 +96,9 @@ YAML_FILES = {
     "list.yaml": "- optim\n- lr\n",
     "unknown.yaml": "optim:\n  lrr: 0.001\n",
     "wrongtype.yaml": "optim:\n  epochs: many\n",
+    # anchors expanding to 9^4 elements: the error message stays short
+    "aliases.yaml": "task:\n  kwargs:\n    length: [&a [x, x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, *a, *a, *a, *a],"
+                    " &c [*b, *b, *b, *b, *b, *b, *b, *b, *b], [*c, *c, *c, *c, *c, *c, *c, *c, *c]]\n",
 }
 
 W, RO = "{ws}", "{ro}"  # the workspace, and a folder nobody may write to (placeholders)
@@ -136,6 +144,7 @@ CASES = [
     Case("play-out-missing-folder", ["play", "Hallway", "--out", f"{W}/nope/o.gif"],
          "output folder does not exist"),
     Case("play-out-is-folder", ["play", "Hallway", "--out", f"{W}/dir"], "is a folder, not a file"),
+    Case("play-out-under-a-file", ["play", "Hallway", "--out", f"{W}/file.txt/o.gif"], "file.txt is a file, not a folder"),
     Case("play-out-not-writable", ["play", "Hallway", "--out", f"{RO}/o.gif"], "cannot write"),
     # ---- generate
     Case("generate-no-episodes", ["generate", "Hallway"], "the following arguments are required: --episodes"),
@@ -178,6 +187,26 @@ CASES = [
          "memory.heads: (0, 2) is out of range"),
     Case("train-set-duplicate-heads", ["train", "Hallway", "--set", "memory.heads=[[0, 1], [1, 0], [0, 1]]"],
          "memory.heads names (0, 1) more than once"),
+    Case("train-set-below-a-value", ["train", "Hallway", "--set", "optim.lr.x=1"],
+         "optim.lr.x: optim.lr is a value (0.0001), not a section with keys"),
+    Case("train-set-odd-d-model", ["train", "Hallway", "--set", "model.n_heads=1", "--set", "model.d_model=9"],
+         "model.d_model must be even (sinusoidal position encoding), got 9"),
+    Case("train-set-huge-seed", ["train", "Hallway", "--set", "seed=99999999999999999999999"],
+         "seed must be at most 2,147,483,647"),
+    Case("train-set-huge-eval-episodes", ["train", "Hallway", "--set", "eval.episodes=99999999999999999999"],
+         "eval.episodes must be at most 2,147,483,647"),
+    Case("train-set-huge-model", ["train", "Hallway", "--set", "model.n_layers=99999999"],
+         "model: about 3.1e+14 parameters"),
+    Case("train-set-huge-noise", ["train", "Hallway", "--set", "data.noise.spurious=1e300"],
+         "data.noise.spurious must be in [0, 100.0]"),
+    Case("train-set-cuda-without-gpu", ["train", "Hallway", "--set", "device=cuda", "--out", f"{W}/r"],
+         "device: cuda was asked for but no CUDA device is available", absent=(f"{W}/r",), skip_on_cuda=True),
+    Case("train-config-empty-path", ["train", "Hallway", "--config", ""], "config file: empty path"),
+    Case("train-out-empty-path", ["train", "Hallway", "--out", ""], "--out: empty path"),
+    Case("train-config-aliases", ["train", "Hallway", "--config", f"{W}/aliases.yaml"],
+         "parameter length must be an integer, got [[", max_chars=300),
+    Case("train-kw-render-mode", ["train", "Hallway", "--kw", "render_mode=human"],
+         "--kw render_mode: not a task parameter (the platform sets it"),
     Case("train-set-heads-word", ["train", "Hallway", "--set", "memory.heads=some"],
          "memory.heads must be a list of [layer, head] or 'all'"),
     Case("train-set-fraction", ["train", "Hallway", "--set", "data.annotation_fraction=1.5"],
@@ -239,6 +268,8 @@ CASES = [
          "unreadable shard"),
     # ---- evaluate
     Case("evaluate-missing-file", ["evaluate", f"{W}/none.pt"], "no checkpoint there"),
+    Case("evaluate-huge-episodes", ["evaluate", f"{W}/none.pt", "--episodes", "99999999999999999999"],
+         "--episodes must be in [1, 2,147,483,647]"),
     Case("evaluate-folder-without-checkpoint", ["evaluate", f"{W}/dir"], "dir/checkpoint.pt: no checkpoint there"),
     Case("evaluate-checkpoint-is-a-folder", ["evaluate", f"{W}/ckptdir"], "ckptdir/checkpoint.pt: no checkpoint there"),
     Case("evaluate-random-bytes", ["evaluate", f"{W}/garbage.pt"], "not a readable checkpoint"),
@@ -251,9 +282,9 @@ CASES = [
     Case("evaluate-saved-config-invalid", ["evaluate", f"{W}/badcfg"], "saved configuration is not valid"),
     Case("evaluate-weights-not-of-config", ["evaluate", f"{W}/badweights"],
          "its weights do not match its configuration"),
-    Case("evaluate-episodes-zero", ["evaluate", f"{W}/ckpt", "--episodes", "0"], "--episodes must be >= 1"),
-    Case("evaluate-episodes-negative", ["evaluate", f"{W}/ckpt", "--episodes", "-3"], "--episodes must be >= 1"),
-    Case("evaluate-num-envs-zero", ["evaluate", f"{W}/ckpt", "--num-envs", "0"], "--num-envs must be >= 1"),
+    Case("evaluate-episodes-zero", ["evaluate", f"{W}/ckpt", "--episodes", "0"], "--episodes must be in [1, 2,147,483,647]"),
+    Case("evaluate-episodes-negative", ["evaluate", f"{W}/ckpt", "--episodes", "-3"], "--episodes must be in [1, 2,147,483,647]"),
+    Case("evaluate-num-envs-zero", ["evaluate", f"{W}/ckpt", "--num-envs", "0"], "--num-envs must be in [1, 2,147,483,647]"),
     Case("evaluate-kw-unknown-name", ["evaluate", f"{W}/ckpt", "--kw", "lenght=60"],
          "Hallway: unknown parameter(s) lenght"),
     Case("evaluate-kw-out-of-range", ["evaluate", f"{W}/ckpt", "--kw", "length=-1"],
@@ -299,6 +330,11 @@ CASES = [
          absent=NOTHING),
     Case("sweep-resources-negative", ["sweep", f"{W}/negresources.py", *DRAFT], "resources.cpu must be a non-negative",
          absent=NOTHING),
+    Case("sweep-resources-nan", ["sweep", f"{W}/nanresources.py", *DRAFT], "resources.cpu must be a non-negative",
+         absent=NOTHING),
+    Case("sweep-description-not-text", ["sweep", f"{W}/description.py", *DRAFT], "description must be a text, got 5",
+         absent=NOTHING),
+    Case("sweep-name-too-long", ["sweep", f"{W}/longname.py", *DRAFT], "use at most 100 letters", absent=NOTHING),
     Case("sweep-max-failures-negative", ["sweep", f"{W}/failures.py", *DRAFT], "max_failures must be >= 0",
          absent=NOTHING),
     Case("sweep-name-with-slash", ["sweep", f"{W}/badname.py", *DRAFT], "name '../escape'", absent=NOTHING),
@@ -361,6 +397,11 @@ CASES = [
     Case("sweep-script-bad-uri", [OK_SWEEP, "--storage", f"{W}/sweepstore", "--tracking-uri", "ftp://x/y"],
          "unsupported scheme 'ftp'", script=True, absent=NOTHING),
     # ---- report
+    Case("report-uri-malformed", ["report", "--experiment", "x", "--tracking-uri", "http://[::1", "--out", f"{W}/rep"],
+         "not a valid URL (Invalid IPv6 URL)", absent=(f"{W}/rep",)),
+    Case("report-databricks-no-profile", ["report", "--experiment", "x", "--tracking-uri", "databricks://nosuchprofile",
+                                          "--out", f"{W}/rep"], "no Databricks profile 'nosuchprofile'",
+         env={"DATABRICKS_CONFIG_FILE": f"{W}/none.cfg", "DATABRICKS_HOST": ""}, absent=(f"{W}/rep",)),
     Case("report-neither-name", ["report", "--tracking-uri", SQLITE], "give exactly one of --experiment"),
     Case("report-both-names", ["report", "--experiment", "a", "--sweep", "b", "--tracking-uri", SQLITE],
          "give exactly one of --experiment"),
@@ -660,6 +701,11 @@ def test_the_driver_itself_prints_nothing_on_stderr(ran):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case, ran):
+    if case.skip_on_cuda:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
     res = ran[0]["cases"][case.id]
     shown = f"argv={res['argv']}\nrc={res['rc']} ({res['seconds']} s)\nstderr:\n{res['stderr']}"
     assert res["rc"] is not None, f"hung (killed after the timeout)\n{shown}"
@@ -670,6 +716,7 @@ def test_bad_input(case, ran):
     assert case.expect in lines[0], f"expected {case.expect!r}\n{shown}"
     assert not res["present"], f"left behind {res['present']}\n{shown}"
     assert not case.hidden or case.hidden not in res["stderr"] + res["stdout"], shown
+    assert len(res["stderr"]) <= case.max_chars, shown[:3000]
 
 
 def test_ids_are_unique():

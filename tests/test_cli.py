@@ -62,3 +62,27 @@ def test_an_expert_that_never_succeeds_is_one_line_and_exit_2(tmp_path, capsys, 
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and "Traceback" not in err[0], err
     assert "expert failed on all 30 seeds tried with {'max_steps': 3}: no demonstration can be recorded" in err[0]
+
+
+def test_every_spelling_of_a_task_becomes_its_short_name():
+    """One run folder, trial key and report row per task, whichever spelling the user typed."""
+    from attention_tuner.config import TrialConfig, apply_overrides, build
+
+    for name in ("ordering", "Ordering-v0", "memory_tasks/Ordering-v0", "ORDERING"):
+        assert apply_overrides(build(TrialConfig, {}), {"task.name": name}).task.name == "Ordering"
+
+
+def test_numpy_numbers_in_a_sweep_become_plain_numbers():
+    import json
+
+    import numpy as np
+
+    from attention_tuner import sweep
+    from attention_tuner.config import to_dict
+
+    spec = sweep.SweepSpec(name="np", base={"task.name": "Ordering", "data.episodes": 16},
+                           space={"task.kwargs.length": list(np.arange(2, 4)), "seed": [np.int64(1)]})
+    ts = sweep.trials(spec)
+    assert [t.config.task.kwargs["length"] for t in ts] == [2, 3] and {t.config.seed for t in ts} == {1}
+    assert all(type(t.config.seed) is int for t in ts)
+    json.dumps([to_dict(t.config) for t in ts])  # saved as JSON and YAML: plain numbers only

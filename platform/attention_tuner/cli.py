@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from attention_tuner.config import (
+    INT_MAX,
     RESERVED_TASK_KWARGS,
     ConfigError,
     check_output_file,
@@ -74,7 +75,9 @@ def kw_assignments(items: list[str] | None) -> dict[str, str]:
     out = parse_assignments(items or [], what="--kw")
     for key in out:
         if key in RESERVED_TASK_KWARGS:
-            raise ConfigError(f"--kw {key}: not a task parameter (train with --set task.obs_mode=... instead)")
+            how = ("train with --set task.obs_mode=... instead" if key == "obs_mode"
+                   else "the platform sets it for the pictures it draws")
+            raise ConfigError(f"--kw {key}: not a task parameter ({how})")
     return out
 
 
@@ -134,7 +137,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def trial_config(args: argparse.Namespace):
     from attention_tuner.config import TrialConfig, apply_overrides, build, load_yaml
 
-    cfg = load_yaml(args.config) if args.config else build(TrialConfig, {})
+    cfg = load_yaml(args.config) if args.config is not None else build(TrialConfig, {})
     overrides: dict[str, Any] = {}
     for preset in args.preset or []:
         if preset not in PRESETS:
@@ -154,8 +157,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         from attention_tuner.rl import require_rllib
 
         require_rllib()
-    out = check_output_folder(args.out or f"runs/{cfg.task.name}-{cfg.method}-seed{cfg.seed}", "--out")
+    out = check_output_folder(f"runs/{cfg.task.name}-{cfg.method}-seed{cfg.seed}" if args.out is None else args.out,
+                              "--out")
     check_output_folder(args.data_root, "--data-root")
+    if cfg.algorithm != "ppo_lstm":
+        from attention_tuner.training import pick_device
+
+        pick_device(cfg.device)  # device cuda without one: said now, not after the dataset is generated
     from attention_tuner.trial import run_trial
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -180,8 +188,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    need(args.episodes >= 1, f"--episodes must be >= 1, got {args.episodes}")
-    need(args.num_envs >= 1, f"--num-envs must be >= 1, got {args.num_envs}")
+    need(1 <= args.episodes <= INT_MAX, f"--episodes must be in [1, {INT_MAX:,}], got {args.episodes}")
+    need(1 <= args.num_envs <= INT_MAX, f"--num-envs must be in [1, {INT_MAX:,}], got {args.num_envs}")
     extra = parse_kwargs(args.kw)
     from attention_tuner import checkpoint, rl
     from attention_tuner.config import check_task_kwargs
@@ -223,7 +231,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if bool(args.experiment) == bool(args.sweep):
         raise ValueError("give exactly one of --experiment NAME or --sweep NAME")
     check_output_folder(args.out, "--out")
-    if args.markdown:  # a file; its folder is created when missing, as for --out
+    if args.markdown is not None:  # a file; its folder is created when missing, as for --out
         if Path(args.markdown).is_dir() or not str(args.markdown).strip():
             check_output_file(args.markdown, "--markdown")  # the message for a folder or an empty path
         check_output_folder(Path(args.markdown).parent, "--markdown")
@@ -334,9 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # inside: Ctrl-C while the modules load is an interruption too
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\nattention-tuner: interrupted", file=sys.stderr)  # on a line of its own, after any progress bar

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+
+from memory_tasks.core import short_repr
 
 # What a trial trains: the Transformer on demonstrations, or the RL baseline (rl.py) on reward alone.
 ALGORITHMS = ("transformer", "ppo_lstm")
@@ -234,11 +237,12 @@ def _parse_text(text: str, hint: Any) -> Any:
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check ``value`` against the type hint ``hint``; convert YAML-ish strings; raise ConfigError."""
     origin = typing.get_origin(hint)
+    value = _plain_scalar(value)
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {short_repr(value)}")
         return build(hint, value, prefix=f"{key}.")
     if origin in (typing.Union, types.UnionType):
         errors = []
@@ -247,7 +251,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 return _coerce(key, value, option)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} is not a valid value ({'; '.join(errors)})")
+        raise ConfigError(f"{key}: {short_repr(value)} is not a valid value ({'; '.join(errors)})")
     if isinstance(value, str) and hint is not str:
         value = _parse_text(value, hint)
     if hint is bool:
@@ -264,7 +268,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return value
     elif origin is dict:
         if isinstance(value, dict):
-            return dict(value)
+            return {k: _plain_scalar(v) for k, v in value.items()}
     elif origin is tuple:
         if isinstance(value, list | tuple):
             args = typing.get_args(hint)
@@ -275,7 +279,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     elif hint is Any:
         return value
     name = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"{key}: expected {name}, got {value!r}")
+    raise ConfigError(f"{key}: expected {name}, got {short_repr(value)}")
+
+
+def _plain_scalar(value: Any) -> Any:
+    """A NumPy scalar (a sweep axis made with np.arange, say) as the Python number it holds: configs are saved
+    as JSON and YAML."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
@@ -319,15 +329,20 @@ def flatten(cfg: Any) -> dict[str, Any]:
     return out
 
 
-def set_dotted(values: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+def set_dotted(values: dict[str, Any], key: str, value: Any, _full: str = "") -> dict[str, Any]:
     """Return a copy of the nested mapping with ``key`` (dotted) set to ``value``."""
+    full = _full or key
     head, _, rest = key.partition(".")
     out = dict(values)
+    inner = out.get(head)
+    if rest and inner is not None and not isinstance(inner, dict):
+        shown = full[: len(full) - len(rest) - 1]
+        raise ConfigError(f"{full}: {shown} is a value ({inner!r}), not a section with keys")
     if rest and head != "kwargs":
-        out[head] = set_dotted(dict(out.get(head) or {}), rest, value)
+        out[head] = set_dotted(dict(inner or {}), rest, value, full)
     elif rest:  # task.kwargs.length=10: free-form mapping, the task itself validates names
         parsed = _parse_text(value, Any) if isinstance(value, str) else value
-        out[head] = {**dict(out.get(head) or {}), rest: parsed}
+        out[head] = {**dict(inner or {}), rest: parsed}
     else:
         out[head] = value
     return out
@@ -352,6 +367,8 @@ def parse_assignments(items: list[str], what: str = "--set") -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> TrialConfig:
+    if not str(path).strip():
+        raise ConfigError("config file: empty path")
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"config file {p}: is a folder, not a YAML file")
@@ -426,6 +443,8 @@ def check_output_file(path: str | Path, what: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{what} {p}: is a folder, not a file")
+    if p.parent.exists() and not p.parent.is_dir():
+        raise ConfigError(f"{what} {p}: {p.parent} is a file, not a folder")
     if not p.parent.is_dir():
         raise ConfigError(f"{what} {p}: output folder does not exist: {p.parent}")
     _check_writable(p.parent, what, shown=p)
@@ -449,23 +468,38 @@ def _check_writable(p: Path, what: str, shown: Path | None = None) -> None:
         raise ConfigError(f"{what} {shown or p}: cannot write in {folder} ({e.strerror or type(e).__name__})") from None
 
 
+# Upper bounds: beyond them a value only overflows or exhausts memory somewhere deep inside (torch, numpy).
+INT_MAX = 2**31 - 1
+MAX_PARAMETERS = 2e9  # 8 GB of float32 weights, 32 GB with Adam's state and gradients; the paper's model is 14.7M
+MAX_SPURIOUS = 100.0
+
+
+def approx_parameters(m: ModelConfig) -> float:
+    """Parameters of the Transformer layers and the symbolic encoder's linear layer (the bulk of the model)."""
+    return m.n_layers * (4 * m.d_model**2 + 2 * m.d_model * m.d_ff) + 3920 * m.d_model
+
+
 def validate(cfg: TrialConfig) -> TrialConfig:
     """Check values (not only types); every message names the key."""
-    from memory_tasks import OBS_MODES, resolve_task
+    from memory_tasks import OBS_MODES, short_name
 
     def need(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
 
     try:
-        resolve_task(cfg.task.name)
+        name = short_name(cfg.task.name)
     except ValueError as e:
         raise ConfigError(f"task.name: {e}") from None
+    if name != cfg.task.name:  # one spelling per task: run folders, trial keys and reports agree
+        cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, name=name))
     check_task_kwargs(cfg.task.name, cfg.task.kwargs, "task.kwargs")
     if cfg.eval.kwargs:
         check_task_kwargs(cfg.task.name, {**cfg.task.kwargs, **cfg.eval.kwargs}, "eval.kwargs")
     for key, value in flatten(cfg).items():  # inf or nan passes every range check below
         need(not isinstance(value, float) or math.isfinite(value), f"{key} must be a finite number, got {value}")
+        need(not isinstance(value, int) or key.startswith(("task.kwargs.", "eval.kwargs.")) or abs(value) <= INT_MAX,
+             f"{key} must be at most {INT_MAX:,}, got {value}")
     need(cfg.task.obs_mode in OBS_MODES, f"task.obs_mode must be one of {OBS_MODES}, got {cfg.task.obs_mode!r}")
     need(cfg.data.episodes >= 1, f"data.episodes must be >= 1, got {cfg.data.episodes}")
     need(0 <= cfg.data.seed, f"data.seed must be >= 0, got {cfg.data.seed}")
@@ -479,11 +513,16 @@ def validate(cfg: TrialConfig) -> TrialConfig:
     need(0.0 <= cfg.data.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
     need(0.0 <= cfg.data.noise.drop <= 1.0, f"data.noise.drop must be in [0, 1], got {cfg.data.noise.drop}")
     need(cfg.data.noise.shift >= 0, f"data.noise.shift must be >= 0, got {cfg.data.noise.shift}")
-    need(cfg.data.noise.spurious >= 0, f"data.noise.spurious must be >= 0, got {cfg.data.noise.spurious}")
+    need(0 <= cfg.data.noise.spurious <= MAX_SPURIOUS,
+         f"data.noise.spurious must be in [0, {MAX_SPURIOUS}], got {cfg.data.noise.spurious}")
     m = cfg.model
     for name in ("d_model", "n_layers", "n_heads", "d_ff"):
         need(getattr(m, name) >= 1, f"model.{name} must be >= 1, got {getattr(m, name)}")
     need(m.d_model % m.n_heads == 0, f"model.d_model ({m.d_model}) must be divisible by model.n_heads ({m.n_heads})")
+    need(m.d_model % 2 == 0, f"model.d_model must be even (sinusoidal position encoding), got {m.d_model}")
+    size = approx_parameters(m)
+    need(size <= MAX_PARAMETERS, f"model: about {size:.2g} parameters (model.d_model {m.d_model}, model.n_layers "
+                                 f"{m.n_layers}, model.d_ff {m.d_ff}), more than the {MAX_PARAMETERS:.0e} accepted")
     need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
     need(cfg.memory.weight >= 0, f"memory.weight must be >= 0, got {cfg.memory.weight}")
     if isinstance(cfg.memory.heads, str):

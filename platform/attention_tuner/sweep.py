@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -166,12 +167,15 @@ def _safe(key: str) -> str:
 
 # A sweep's name is a folder name under the storage root and an MLflow experiment name.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+NAME_MAX = 100  # with the date and time of a run, still a folder name well within the file system's 255 bytes
 
 
 def _check_spec(spec: SweepSpec) -> None:
-    if not isinstance(spec.name, str) or not NAME.fullmatch(spec.name):
-        raise ConfigError(f"sweep name {spec.name!r}: use letters, digits, '_', '-' and '.' (it names a folder and "
-                          "an MLflow experiment)")
+    if not isinstance(spec.name, str) or not NAME.fullmatch(spec.name) or len(spec.name) > NAME_MAX:
+        raise ConfigError(f"sweep name {spec.name!r}: use at most {NAME_MAX} letters, digits, '_', '-' and '.' (it "
+                          "names a folder and an MLflow experiment)")
+    if not isinstance(spec.description, str):
+        raise ConfigError(f"sweep {spec.name}: description must be a text, got {spec.description!r}")
     if not isinstance(spec.metric, str) or not spec.metric:
         raise ConfigError(f"sweep {spec.name}: metric must be a metric name such as eval/success_rate")
     if not isinstance(spec.resources, dict):
@@ -180,7 +184,7 @@ def _check_spec(spec: SweepSpec) -> None:
     if unknown:
         raise ConfigError(f"sweep {spec.name}: resources: unknown key {sorted(unknown)[0]} (known: cpu, gpu)")
     for k, v in spec.resources.items():
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
             raise ConfigError(f"sweep {spec.name}: resources.{k} must be a non-negative number, got {v!r}")
     if isinstance(spec.max_failures, bool) or not isinstance(spec.max_failures, int) or spec.max_failures < 0:
         raise ConfigError(f"sweep {spec.name}: max_failures must be >= 0, got {spec.max_failures!r}")

@@ -102,6 +102,10 @@ def resolve_uri(uri: str | None, must_exist: bool = False) -> str:
         why = unreachable(host, port)
         if why:
             raise bad(f"no MLflow server reachable at {host}:{port} ({why})")
+    elif scheme == "databricks":  # databricks://PROFILE[:PREFIX]: the profile's host and token, or the environment's
+        profile = uri.partition("://")[2].partition(":")[0] or "DEFAULT"
+        if not os.environ.get("DATABRICKS_HOST") and not _databricks_profile(profile):
+            raise bad(f"no Databricks profile {profile!r} in ~/.databrickscfg and no $DATABRICKS_HOST")
     elif scheme.partition("+")[0] in DB_DRIVERS:  # a database server: its Python driver, then the server
         base, _, driver = scheme.partition("+")
         module = DRIVER_MODULES.get(driver, driver) or DB_DRIVERS[base][0]
@@ -124,7 +128,10 @@ DRIVER_MODULES = {"mysqldb": "MySQLdb", "mysqlconnector": "mysql.connector"}
 
 
 def _host_port(uri: str, default_port: int, bad: Callable[[str], ValueError]) -> tuple[str, int]:
-    parts = urllib.parse.urlsplit(uri)
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError as e:  # e.g. "Invalid IPv6 URL"
+        raise bad(f"not a valid URL ({e})") from None
     try:
         port = parts.port or default_port
     except ValueError:
@@ -153,6 +160,17 @@ def _check_sqlite(db: Path, must_exist: bool, bad: Callable[[str], ValueError]) 
         raise bad(f"folder {db.parent} does not exist")
     if not must_exist:
         _check_folder(db.parent, bad)
+
+
+def _databricks_profile(profile: str) -> bool:
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    try:
+        cfg.read(os.environ.get("DATABRICKS_CONFIG_FILE", Path.home() / ".databrickscfg"))
+    except configparser.Error:
+        return False
+    return profile == "DEFAULT" and bool(cfg.defaults()) or cfg.has_section(profile)
 
 
 def _check_mlflow_tables(db: Path, bad: Callable[[str], ValueError]) -> None:

@@ -23,7 +23,7 @@ import gymnasium as gym
 
 from memory_tasks.core import OBS_MODES, Episode, Expert, rollout
 
-__all__ = ["OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout", "source_digest"]
+__all__ = ["OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout", "short_name", "source_digest"]
 
 # short name -> (gymnasium id, entry point)
 TASKS: dict[str, tuple[str, str]] = {
@@ -55,6 +55,12 @@ def resolve_task(name: str) -> str:
         if short.lower() == key:
             return env_id
     raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+
+
+def short_name(name: str) -> str:
+    """Any spelling `resolve_task` takes -> the task's short name ('hallway', 'memory_tasks/Hallway-v0' -> 'Hallway')."""
+    env_id = resolve_task(name)
+    return next(short for short, (i, _) in TASKS.items() if i == env_id)
 
 
 def make(name: str, **kwargs) -> gym.Env:

@@ -16,6 +16,7 @@ Experts may read the environment's state (as the LTMB experts do); *what they re
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -96,9 +97,18 @@ def reject_unknown(task: str, unknown: dict[str, Any]) -> None:
         raise ValueError(f"{task}: unknown parameter(s) {names}")
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 4, 60, 60
+
+
+def short_repr(value: Any) -> str:
+    """repr for error messages, cut short (a YAML alias can make a value of millions of elements)."""
+    return _REPR.repr(value)
+
+
 def check_int(task: str, name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{task}: parameter {name} must be an integer, got {value!r}")
+        raise ValueError(f"{task}: parameter {name} must be an integer, got {short_repr(value)}")
     if value < minimum or (maximum is not None and value > maximum):
         bound = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
         raise ValueError(f"{task}: parameter {name} must be {bound}, got {value}")
@@ -108,13 +118,13 @@ def check_int(task: str, name: str, value: Any, minimum: int, maximum: int | Non
 def check_prob(task: str, name: str, value: Any) -> float:
     real = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
     if not real or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{task}: parameter {name} must be a probability in [0, 1], got {value!r}")
+        raise ValueError(f"{task}: parameter {name} must be a probability in [0, 1], got {short_repr(value)}")
     return float(value)
 
 
 def check_render_mode(task: str, value: Any, modes: tuple[str, ...]) -> str | None:
     if value is not None and value not in modes:
-        raise ValueError(f"{task}: parameter render_mode must be None or one of {', '.join(modes)}, got {value!r}")
+        raise ValueError(f"{task}: parameter render_mode must be None or one of {', '.join(modes)}, got {short_repr(value)}")
     return value
 
 
@@ -123,13 +133,13 @@ def check_action(task: str, action: Any, n: int) -> int:
     if isinstance(action, np.ndarray) and action.shape == () and np.issubdtype(action.dtype, np.integer):
         action = action.item()
     if isinstance(action, bool | np.bool_) or not isinstance(action, int | np.integer) or not 0 <= action < n:
-        raise ValueError(f"{task}: action must be an integer in [0, {n}), got {action!r}")
+        raise ValueError(f"{task}: action must be an integer in [0, {n}), got {short_repr(action)}")
     return int(action)
 
 
 def check_obs_mode(task: str, value: Any) -> str:
     if value not in OBS_MODES:
-        raise ValueError(f"{task}: parameter obs_mode must be one of {', '.join(OBS_MODES)}, got {value!r}")
+        raise ValueError(f"{task}: parameter obs_mode must be one of {', '.join(OBS_MODES)}, got {short_repr(value)}")
     return str(value)
 
 

@@ -137,7 +137,7 @@ class MortarMayhemEnv(gym.Env):
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(
-                f"{TASK}: parameter render_mode must be None or 'rgb_array', got {render_mode!r}"
+                f"{TASK}: parameter render_mode must be None or 'rgb_array', got {core.short_repr(render_mode)}"
             )
         self.render_mode = render_mode
         self.observation_space = core.observation_space(self.obs_mode)

@@ -207,7 +207,7 @@ class MysteryPathEnv(gym.Env):
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
-                f"{TASK}: parameter render_mode must be None or 'rgb_array', got {render_mode!r}"
+                f"{TASK}: parameter render_mode must be None or 'rgb_array', got {core.short_repr(render_mode)}"
             )
         self.render_mode = render_mode
         self.observation_space = core.observation_space(self.obs_mode)
