@@ -406,7 +406,7 @@ def test_report_failing_half_way_keeps_the_previous_report(tmp_path, monkeypatch
     report_module.report(uri, out, experiment="faults")
     good = snapshot(out)
     assert set(good) == {"report.md", "task_method.csv", "success_by_task.png", "learning_curves.png",
-                         "attention_Ordering_best.png", "attention_Ordering_worst.png"}
+                         "attention_Ordering_attention_tuner.png", "attention_Ordering_vanilla.png"}
     with monkeypatch.context() as m:
         if fault in ("csv table", "report.md"):  # both go through demos.atomic_write_bytes
             from attention_tuner import demos as demos_module
@@ -434,7 +434,7 @@ def test_report_failing_half_way_keeps_the_previous_report(tmp_path, monkeypatch
             real_copyfile = shutil.copyfile
 
             def copyfile(src, dst, **kwargs):
-                if "attention_Ordering_worst" in str(dst):
+                if "attention_Ordering_vanilla" in str(dst):
                     write_half_then_fail(Path(src).read_bytes(), dst)
                 return real_copyfile(src, dst, **kwargs)
 

@@ -8,7 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from attention_tuner import datasets, losses  # noqa: E402
 from attention_tuner.demos import atomic_target  # noqa: E402
@@ -22,6 +24,19 @@ def save_png(fig, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def has_recall(pairs: np.ndarray) -> bool:
+    """Whether an episode's expert pairs (rows (p, q)) recall an earlier step: some p != q, not only self-pairs."""
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    return bool(np.any(pairs[:, 0] != pairs[:, 1]))
+
+
+def recall_episode(pairs: list[np.ndarray], candidates) -> int:
+    """The first of ``candidates`` (episode indices, at least one) whose pairs recall an earlier step
+    (`has_recall`): its attention picture says something about memory. Else the first candidate."""
+    candidates = [int(i) for i in candidates]
+    return next((i for i in candidates if has_recall(pairs[i])), candidates[0])
 
 
 @torch.no_grad()
@@ -48,6 +63,8 @@ def attention_figure(model, encode, demos: datasets.Demonstrations, episode: int
     for i, (ax, (name, m)) in enumerate(zip(axes[0], panels, strict=True)):
         im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # time steps: no ticks between them
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
         ax.set_xlabel("recalled step p (key)")
         if i == 0:
             ax.set_ylabel("decision step q (query)")

@@ -130,11 +130,13 @@ def write_pictures(run: Path, data: datasets.Demonstrations) -> list[Path]:
     """Attention heatmap on a held-out demonstration and learning curves, from the final checkpoint."""
     model, cfg, state = training.load_policy(run / "checkpoint")
     model = all_heads(model)
-    _, val = datasets.split(data, cfg.data.val_fraction)
-    episode = int(val[0]) if len(val) else 0
+    train, val = datasets.split(data, cfg.data.val_fraction)
+    episode = plots.recall_episode(data.pairs, val if len(val) else train)  # one that recalls an earlier step
     encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, "cpu")
     which = "held-out episode" if len(val) else "training episode (no held-out ones)"
-    title = f"{cfg.task.name} ({cfg.method}, seed {cfg.seed}), {which}: expert vs learned attention"
+    recall = "" if plots.has_recall(data.pairs[episode]) else ", only self-pairs"
+    title = (f"{cfg.task.name} ({cfg.method}, seed {cfg.seed}), {which} {episode} (episode seed "
+             f"{int(data.seeds[episode])}{recall}): expert vs learned attention")
     return [
         plots.attention_figure(model, encode, data, episode, run / "attention.png", title,
                                supervised=tuple(supervised_heads(cfg))),
