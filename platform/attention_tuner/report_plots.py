@@ -345,5 +345,5 @@ def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, P
         if copy_atomically(uri, r.run_id, "attention.png", dest):
             which = "its only finished seed" if n == 1 else f"the median of {n} finished seeds"
             out.append((f"{task_label(task)}, {method_label(method)}: seed {r.seed}, {which} (success "
-                        f"{r.success:.2f}): expert vs learned attention", dest))
+                        f"{r.success:.3f}): expert vs learned attention", dest))
     return out
