@@ -313,7 +313,7 @@ def test_the_printed_table_keeps_annotated_fractions_apart_from_full_annotation(
                                                                    "MortarMayhem-attention_tuner",
                                                                    "MortarMayhem-f0.1")]
     grid = [SimpleNamespace(config={"trial": {"key": t.key, "labels": t.labels, "config": to_dict(t.config)}},
-                            metrics={"eval/success_rate": 0.5}, error=None) for t in picked]
+                            metrics={"eval/success_rate": 0.5, "done": True}, error=None) for t in picked]
     table = sweep.results_table(sweep.results_rows(grid, "eval/success_rate"))
     summary = table.split("\n\n")[1]
     assert "| MortarMayhem | attention_tuner | 0.500 ± 0.000 | 3 |" in summary
@@ -326,16 +326,19 @@ def test_the_printed_table_counts_finished_trials_only_and_keeps_noise_and_head_
 
     from attention_tuner.config import TrialConfig, apply_overrides, build, to_dict
 
-    def result(key, overrides, success, error=None):
+    def result(key, overrides, success, error=None, done=True):
         cfg = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **overrides})
         return SimpleNamespace(config={"trial": {"key": key, "labels": {}, "config": to_dict(cfg)}},
-                               metrics={"eval/success_rate": success}, error=error)
+                               metrics={"eval/success_rate": success, "done": done}, error=error)
 
     grid = [result("0", {}, 0.9), result("1", {"seed": 1}, 0.1, error=RuntimeError("worker died")),
             result("2", {"data.noise.drop": 0.5}, 0.2), result("3", {"memory.heads": [[1, 1]]}, 0.3),
-            result("4", {"memory.weight": 0.0}, 0.4)]
-    summary = sweep.results_table(sweep.results_rows(grid, "eval/success_rate")).split("\n\n")[1]
-    assert "| Hallway | attention_tuner | 0.900 (one seed) | 1 | 1 |" in summary  # the failed trial listed, not counted
+            result("4", {"memory.weight": 0.0}, 0.4), result("5", {"seed": 2}, 0.6, done=False)]
+    rows = sweep.results_rows(grid, "eval/success_rate")
+    assert [r["status"] for r in rows if r["trial"] in ("1", "5")] == ["error: worker died", "interrupted"]
+    summary = sweep.results_table(rows).split("\n\n")[1]
+    # the failed and the interrupted (stopped by Ctrl-C: Tune's last result not done) trials listed, not counted
+    assert "| Hallway | attention_tuner | 0.900 (one seed) | 1 | 1, 5 |" in summary
     assert "| Hallway | attention_tuner (noise drop=0.5) | 0.200 (one seed) | 1 |  |" in summary
     assert "| Hallway | attention_tuner (heads L1H1) | 0.300 (one seed) | 1 |  |" in summary
     assert "| Hallway | vanilla | 0.400 (one seed) | 1 |  |" in summary
@@ -352,7 +355,7 @@ def test_the_printed_table_takes_the_main_heads_as_the_report_does():
     def result(key, overrides, success):
         cfg = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **overrides})
         return SimpleNamespace(config={"trial": {"key": key, "labels": {}, "config": to_dict(cfg)}},
-                               metrics={"eval/success_rate": success}, error=None)
+                               metrics={"eval/success_rate": success, "done": True}, error=None)
 
     grid = [result("0", {"memory.heads": "all"}, 0.9), result("1", {"memory.heads": "all", "seed": 1}, 0.7),
             result("2", {"memory.heads": [[1, 1]]}, 0.3), result("3", {"memory.weight": 0.0}, 0.4)]
