@@ -3,7 +3,7 @@
     .venv/bin/python bench/attention_mass.py --tracking-uri sqlite:////tmp/repro/mlruns.db \
         --experiment cpu_reproduction --data-root /tmp/repro/runs/sweeps/datasets --tasks Hallway,Counting
 
-For each finished Transformer trial of the experiment (the latest run of each trial name): its checkpoint (the
+For each finished Transformer trial of the experiment (a trial run again: its latest finished run): its checkpoint (the
 MLflow artifact `checkpoint`), its dataset (found under --data-root by its manifest's task, keyword arguments,
 episode count and first seed, whatever the folder's key), and `training.measure` on its held-out episodes. That
 gives, for AttentionTuner's supervised heads and for the vanilla Transformer's `memory.heads` alike:
@@ -47,8 +47,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     tasks = {t for t in args.tasks.split(",") if t}
-    rows = [r for r in report.load_rows(args.tracking_uri, experiment=args.experiment)
-            if r.status == "FINISHED" and r.method in ("attention_tuner", "vanilla") and (not tasks or r.task in tasks)]
+    latest, _ = report.latest_runs(report.load_rows(args.tracking_uri, experiment=args.experiment))
+    rows = [r for r in latest
+            if r.counted and r.method in ("attention_tuner", "vanilla") and (not tasks or r.task in tasks)]
     print("| trial | task | method | fraction | seed | success | decision-step accuracy | attention on expert keys, "
           "every step | attention on recalled frames, decision steps |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -63,9 +64,10 @@ def main() -> None:
         _, val_idx, _ = training.trial_data(cfg, demos)
         m = training.measure(training.Stepper(cfg, model, torch.device("cpu")), demos, np.asarray(val_idx),
                              cfg.optim.batch_size)
-        print(f"| {r.name} | {r.task} | {r.method} | {r.fraction:g} | {r.seed} | {r.success:.3f} | "
-              f"{m.get('decision_accuracy', float('nan')):.3f} | {m['expert_attention_mass']:.3f} | "
-              f"{m['recall_attention_mass']:.3f} |", flush=True)
+        cells = [report.rate(m.get(k)) or "n/a" for k in ("decision_accuracy", "expert_attention_mass",
+                                                            "recall_attention_mass")]  # n/a: no such step
+        print(f"| {r.name} | {r.task} | {r.method} | {r.fraction:g} | {r.seed} | {report.rate(r.success)} | "
+              + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -104,8 +104,10 @@ def fail_fsync(monkeypatch, name: str) -> None:
 
 
 def hidden(folder: Path) -> list[str]:
-    """Leftover temporaries (hidden files) under ``folder``."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.is_file())
+    """Leftover temporaries (hidden files) under ``folder``; not a report's list of what it wrote."""
+    from attention_tuner.report import WRITTEN
+
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.is_file() and p.name != WRITTEN)
 
 
 def snapshot(folder: Path) -> dict[str, str]:

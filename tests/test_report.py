@@ -231,7 +231,13 @@ def test_verdicts_use_welchs_test_and_every_task_gets_a_row(tmp_path):
     assert mp["diff"] / mp["se"] == pytest.approx(2.07, abs=0.01) and mp["p"] == pytest.approx(0.172, abs=0.002)
     assert mp["verdict"] == "no clear difference"
     assert v["Ordering"]["verdict"] == "cannot compare: AttentionTuner 1 finished of 1, vanilla 0 finished of 1"
-    assert v["Counting"]["p"] == 1.0 and v["Counting"]["verdict"] == "no clear difference"  # equal, no variance
+    assert v["Counting"]["p"] is None and v["Counting"]["verdict"] == "no difference: every seed of both the same"
+    # no spread on either side and different means: Welch's test is undefined, and the report says so
+    from attention_tuner.report import welch_p
+
+    assert welch_p([1.0, 1.0], [0.995, 0.995]) is None
+    assert welch_p([0.3, 0.1 + 0.2], [0.5, 0.5]) is None  # equal up to the last bit of a float sum
+    assert 0 < welch_p([0.9, 0.8], [0.1, 0.2]) < 0.05
     text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
     assert "| Ordering | 0.500 (one seed) (n=1) | n/a (n=0) |  |  | cannot compare:" in text
 
@@ -258,11 +264,13 @@ def test_a_report_into_an_old_reports_folder_leaves_no_stale_output(tmp_path):
     report(uri, out, experiment="synthetic")
     assert (out / "fraction.csv").is_file() and (out / "fraction.png").is_file()
     (out / "my_notes.txt").write_text("mine")
+    (out / "diagram.png").write_bytes(b"mine too")  # a picture of the user's: not the report's to remove
     (tmp_path / "b").mkdir()
     uri2 = make_store(tmp_path / "b", TRIALS[:4])  # no fraction arm
     report(uri2, out, experiment="synthetic")
     assert not (out / "fraction.csv").exists() and not (out / "fraction.png").exists()
     assert (out / "task_method.csv").is_file() and (out / "my_notes.txt").read_text() == "mine"
+    assert (out / "diagram.png").read_bytes() == b"mine too"
 
 
 def test_runs_without_params_and_several_commits_are_said(tmp_path):
@@ -305,3 +313,17 @@ def test_a_deleted_experiment_is_refused(tmp_path, capsys):
     c.delete_experiment(c.get_experiment_by_name("synthetic").experiment_id)
     assert cli(["report", "--experiment", "synthetic", "--tracking-uri", uri, "--out", str(tmp_path / "o")]) == 2
     assert "is deleted (restore it first: mlflow experiments restore" in capsys.readouterr().err
+
+
+def test_a_gap_without_any_spread_is_not_called_significant():
+    from attention_tuner.report import TrialRow
+
+    def row(i, weight_method, success):
+        return TrialRow(run_id=f"r{i}", name=f"{i:03d}", status="FINISHED", task="Hallway", method=weight_method,
+                        fraction=1.0 if weight_method == "attention_tuner" else 0.0, heads="[[0, 0]]", noise="none",
+                        seed=i % 2, metrics={"eval/success_rate": success})
+
+    rows = [row(0, "attention_tuner", 1.0), row(1, "attention_tuner", 1.0), row(2, "vanilla", 0.995),
+            row(3, "vanilla", 0.995)]
+    (v,) = verdicts(rows)
+    assert v["p"] is None and v["verdict"].startswith("cannot test: every seed of each method the same")

@@ -85,3 +85,27 @@ def test_a_finished_run_restored_without_its_config_gets_one(tmp_path):
     (run / "config.yaml").unlink()
     assert trial.run_trial(config(), run, tmp_path / "data")["done_before"] == 2
     assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["epochs"] == 2
+
+
+def test_a_resumed_run_keeps_its_dataset_when_the_task_code_has_changed(tmp_path, monkeypatch):
+    """The dataset key follows the task's code; a run resumed after a change goes on with the dataset it
+    started on (never two datasets in one run), and says so in one line when that dataset is gone."""
+    import shutil
+
+    import memory_tasks
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    trial.run_trial(config(**{"checkpoint_every": 1, "optim.epochs": 1}), run, data)
+    (first,) = [p.name for p in data.iterdir()]
+    assert checkpoint.load(run / "checkpoint")["dataset_key"] == first.split("-", 1)[1]
+    monkeypatch.setattr(memory_tasks, "source_digest", lambda name: "the expert was edited")
+    trial.run_trial(config(**{"checkpoint_every": 1, "optim.epochs": 2}), run, data)
+    assert [p.name for p in data.iterdir()] == [first]  # resumed on it: no new dataset generated
+    assert epochs_logged(run) == [1.0, 2.0]
+    shutil.rmtree(data / first)
+    with pytest.raises(checkpoint.CheckpointError, match=f"trained on dataset {first}, which is not under"):
+        trial.run_trial(config(**{"checkpoint_every": 1, "optim.epochs": 3}), run, data)
+    assert not data.exists() or not any(data.iterdir())  # nothing generated either
+    # a new run of the same configuration takes the new dataset
+    trial.run_trial(config(**{"checkpoint_every": 1, "optim.epochs": 1}), tmp_path / "new", data)
+    assert [p.name for p in data.iterdir()] != [first] and len(list(data.iterdir())) == 1

@@ -470,6 +470,7 @@ def _check_writable(p: Path, what: str, shown: Path | None = None) -> None:
 
 # Upper bounds: beyond them a value only overflows or exhausts memory somewhere deep inside (torch, numpy).
 INT_MAX = 2**31 - 1
+SEED_MAX = 2**63 - 1  # what torch.manual_seed takes (seeds above INT_MAX were valid before the bound: kept)
 MAX_PARAMETERS = 2e9  # 8 GB of float32 weights, 32 GB with Adam's state and gradients; the paper's model is 14.7M
 MAX_SPURIOUS = 100.0
 
@@ -498,8 +499,9 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         check_task_kwargs(cfg.task.name, {**cfg.task.kwargs, **cfg.eval.kwargs}, "eval.kwargs")
     for key, value in flatten(cfg).items():  # inf or nan passes every range check below
         need(not isinstance(value, float) or math.isfinite(value), f"{key} must be a finite number, got {value}")
-        need(not isinstance(value, int) or key.startswith(("task.kwargs.", "eval.kwargs.")) or abs(value) <= INT_MAX,
-             f"{key} must be at most {INT_MAX:,}, got {value}")
+        top = SEED_MAX if key == "seed" else INT_MAX
+        need(not isinstance(value, int) or key.startswith(("task.kwargs.", "eval.kwargs.")) or abs(value) <= top,
+             f"{key} must be at most {top:,}, got {value}")
     need(cfg.task.obs_mode in OBS_MODES, f"task.obs_mode must be one of {OBS_MODES}, got {cfg.task.obs_mode!r}")
     need(cfg.data.episodes >= 1, f"data.episodes must be >= 1, got {cfg.data.episodes}")
     need(0 <= cfg.data.seed, f"data.seed must be >= 0, got {cfg.data.seed}")

@@ -94,8 +94,13 @@ class Request:
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     def directory(self, root: str | Path) -> Path:
-        short = self.env_id.removeprefix("memory_tasks/").removesuffix("-v0")
-        return Path(root).resolve() / f"{short}-{self.key}"
+        return dataset_directory(root, self.env_id, self.key)
+
+
+def dataset_directory(root: str | Path, task: str, key: str) -> Path:
+    """Where the dataset of ``task`` with request key ``key`` lives under ``root``."""
+    short = memory_tasks.resolve_task(task).removeprefix("memory_tasks/").removesuffix("-v0")
+    return Path(root).resolve() / f"{short}-{key}"
 
 
 def check_request(req: Request) -> Request:

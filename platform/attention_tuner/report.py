@@ -7,6 +7,7 @@ final metrics, and aggregates over seeds: mean ± standard error and the number 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import memory_tasks
 from attention_tuner import tracking
 
 METRIC = "eval/success_rate"
@@ -135,14 +137,23 @@ def rl_table(rows: list[TrialRow]) -> str:
 ALPHA = 0.05
 
 
-def welch_p(a: list[float], b: list[float]) -> float:
-    """Two-sided p-value of Welch's t-test (unequal variances) for the means of a and b (2 values or more each).
-    Both without variance: 0 when the means differ, 1 when they are equal."""
+# Success rates closer than this are equal (they are counts over at most a few thousand episodes; sums of
+# floats differ in their last bits).
+SAME = 1e-9
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test (unequal variances) for the means of a and b (2 values or more each);
+    None when neither has any spread (the test is undefined; `verdicts` says so)."""
+    import warnings
+
     from scipy import stats
 
-    if max(a) == min(a) and max(b) == min(b):
-        return 1.0 if a[0] == b[0] else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    if max(a) - min(a) < SAME and max(b) - min(b) < SAME:
+        return None
+    with warnings.catch_warnings():  # near-constant samples: scipy warns of precision loss, the p stays usable
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def verdicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
@@ -164,7 +175,10 @@ def verdicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
             entry["verdict"] = "too few seeds to tell: " + ", ".join(short)
             continue
         entry["p"] = p = welch_p(at["values"], van["values"])
-        if p >= ALPHA:
+        if p is None:
+            entry["verdict"] = ("no difference: every seed of both the same" if abs(entry["diff"]) < SAME else
+                                "cannot test: every seed of each method the same, no spread to judge the gap by")
+        elif p >= ALPHA:
             entry["verdict"] = "no clear difference"
         else:
             entry["verdict"] = "AttentionTuner ahead" if entry["diff"] > 0 else "vanilla ahead"
@@ -259,7 +273,10 @@ def experiment_runs(uri: str, name: str | None) -> tuple[list, list]:
 
 
 def trial_row(r) -> TrialRow:
-    p = r.data.params
+    p = dict(r.data.params)
+    if "task.name" in p:  # one spelling per task, also for runs logged before names were made canonical
+        with contextlib.suppress(ValueError):
+            p["task.name"] = memory_tasks.short_name(p["task.name"])
     noise = ",".join(f"{k.split('.')[-1]}={p[k]}" for k in ("data.noise.drop", "data.noise.shift",
                                                              "data.noise.spurious") if p.get(k) not in (None, "0", "0.0"))
     identity = hashlib.sha256(json.dumps(sorted(p.items())).encode()).hexdigest()[:16] if p else r.info.run_id
@@ -434,17 +451,25 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
     return md
 
 
-# What a report writes in its folder (tables, plots): an earlier report's files of these names that this one
-# did not write again are removed, so that none is taken for current.
-OUTPUTS = ("report.md", "task_method.csv", "fraction.csv", "heads.csv", "noise.csv", "*.png")
+# The files a report wrote in its folder, listed there: the next report into the same folder removes those it
+# does not write again (so that none is taken for current), and never a file of the user's.
+WRITTEN = ".report-files.json"
 
 
 def remove_stale(folder: Path, written: set[Path]) -> None:
-    keep = {p.resolve() for p in written}
-    for pattern in OUTPUTS:
-        for path in folder.glob(pattern):
-            if path.is_file() and path.resolve() not in keep:
-                path.unlink()
+    from attention_tuner.demos import atomic_write_bytes
+
+    names = sorted(p.name for p in written if p.resolve().parent == folder.resolve())
+    listing = folder / WRITTEN
+    try:
+        before = json.loads(listing.read_text()) if listing.is_file() else []
+    except (OSError, json.JSONDecodeError):
+        before = []
+    for name in before if isinstance(before, list) else []:
+        path = folder / str(name)
+        if name not in names and "/" not in str(name) and path.is_file():
+            path.unlink()
+    atomic_write_bytes(listing, (json.dumps(names, indent=1) + "\n").encode())
 
 
 def not_counted(superseded: list[tuple[TrialRow, TrialRow]], no_params: list[TrialRow]) -> list[str]:

@@ -103,8 +103,9 @@ def resolve_uri(uri: str | None, must_exist: bool = False) -> str:
         if why:
             raise bad(f"no MLflow server reachable at {host}:{port} ({why})")
     elif scheme == "databricks":  # databricks://PROFILE[:PREFIX]: the profile's host and token, or the environment's
-        profile = uri.partition("://")[2].partition(":")[0] or "DEFAULT"
-        if not os.environ.get("DATABRICKS_HOST") and not _databricks_profile(profile):
+        profile = uri.partition("://")[2].partition(":")[0] or os.environ.get("DATABRICKS_CONFIG_PROFILE", "DEFAULT")
+        inside = os.environ.get("DATABRICKS_HOST") or os.environ.get("DATABRICKS_RUNTIME_VERSION")  # or a notebook's
+        if not inside and not _databricks_profile(profile):
             raise bad(f"no Databricks profile {profile!r} in ~/.databrickscfg and no $DATABRICKS_HOST")
     elif scheme.partition("+")[0] in DB_DRIVERS:  # a database server: its Python driver, then the server
         base, _, driver = scheme.partition("+")

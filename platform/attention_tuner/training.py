@@ -258,6 +258,8 @@ def train(
                 "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "config": to_dict(cfg), "n_actions": n_actions, "history": history,
                 "annotated_among": ANNOTATED_AMONG,
+                # the dataset it trains on: a resumed run keeps it, also once the task's code has changed
+                "dataset_key": demos.manifest.get("request", {}).get("key"),
             })
         if report is not None:
             report(metrics, epoch + 1, path)

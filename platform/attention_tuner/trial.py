@@ -28,8 +28,22 @@ from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
 
 
-def dataset_for(cfg: TrialConfig, root: str | Path, actors: int | None = None, progress: bool = True) -> Path:
-    """Generate (or find) the dataset a trial needs."""
+def dataset_for(cfg: TrialConfig, root: str | Path, actors: int | None = None, progress: bool = True,
+                trained_on: str | None = None) -> Path:
+    """Generate (or find) the dataset a trial needs. ``trained_on``: the dataset key of the checkpoint the trial
+    resumes from; that dataset is kept, also when the task's code has changed since (the key of a new dataset
+    would differ), so that one run never trains on two datasets. Gone from ``root``, and another key now: a
+    CheckpointError."""
+    if trained_on:
+        kept = demos.dataset_directory(root, cfg.task.name, trained_on)
+        if (kept / demos.MANIFEST).is_file():
+            return kept
+        now = demos.Request(cfg.task.name, dict(cfg.task.kwargs), cfg.data.episodes, cfg.data.seed)
+        if now.key != trained_on:
+            raise checkpoint.CheckpointError(
+                f"the checkpoint trained on dataset {kept.name}, which is not under {Path(root).resolve()}; the "
+                f"task's code has changed since (its dataset now: {now.directory(root).name}): give --data-root "
+                "where that dataset is, or train a new run (another --out)")
     return demos.generate(cfg.task.name, cfg.task.kwargs, cfg.data.episodes, cfg.data.seed, root=root,
                           actors=actors, progress=progress)
 
@@ -91,7 +105,8 @@ def run_trial(
         artifacts = [plots.rl_learning_curves(history, run / "curves.png", title)]
         return {"metrics": final, "run_dir": str(run), "artifacts": artifacts, "checkpoint": checkpoint_file,
                 "manifest": None, "done_before": done_before}
-    data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress))
+    trained_on = saved.get("dataset_key") if saved is not None else None
+    data = datasets.load(dataset_for(cfg, data_root, actors=actors, progress=progress, trained_on=trained_on))
     done_before = prepare(saved)
     del saved
     final = training.train(cfg, data, run, report=log)
@@ -107,7 +122,7 @@ def saved_state(cfg: TrialConfig, path: Path) -> dict[str, Any] | None:
         return None
     state = checkpoint.load(path)
     training.check_resumable(state, cfg, path)
-    return {k: state[k] for k in ("epoch", "history", "env_steps") if k in state}  # not the weights: held a while
+    return {k: state[k] for k in ("epoch", "history", "env_steps", "dataset_key") if k in state}  # not the weights
 
 
 def finished(cfg: TrialConfig, state: dict[str, Any]) -> bool:
