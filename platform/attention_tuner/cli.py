@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = add(sub, "report", help="tables and plots from the MLflow runs of an experiment or sweep")
-    p.add_argument("--experiment", help="MLflow experiment name (every trial run in it)")
+    p.add_argument("--experiment", help="MLflow experiment name: every sweep run in it, each trial counted once (its latest finished run)")
     p.add_argument("--sweep", help="sweep name (the trial runs of its latest parent run)")
     p.add_argument("--out", default="reports", help="folder for report.md, CSVs and PNGs")
     p.add_argument("--markdown", help="write the Markdown report here instead of OUT/report.md (e.g. docs/results.md)")
