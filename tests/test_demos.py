@@ -110,6 +110,12 @@ def test_failed_episodes_are_counted_and_left_out(tmp_path, small_shards, monkey
     d = datasets.load(path)
     assert len(d) == 10 and not (d.seeds % 3 == 0).any()
     assert m["failed"] >= 4 and m["expert_success_rate"] < 1.0
+    # found again by a resumed generation (no manifest yet), the shards keep their steps, failed rollouts' too
+    (path / "manifest.json").unlink()
+    demos.generate(**REQ, root=tmp_path, actors=0, progress=False)
+    again = json.loads((path / "manifest.json").read_text())
+    assert [s["steps"] for s in again["shards"]] == [s["steps"] for s in m["shards"]]
+    assert sum(s["steps"] for s in m["shards"]) > int(d.lengths.sum())  # failed rollouts' steps counted
 
 
 def test_interrupted_generation_resumes_only_missing_shards(tmp_path, small_shards):

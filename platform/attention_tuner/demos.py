@@ -51,6 +51,7 @@ WORKER_RESTARTS = 4
 NO_SUCCESS_SEEDS = 1000
 SHARD_EPISODES = SEED_ROOM  # episodes (seeds) per shard: small enough to resume cheaply, large enough to compress well
 MANIFEST = "manifest.json"
+STEPS_KEY = "rolled_out_steps"  # a shard's Parquet metadata: environment steps of all its seeds' rollouts
 
 SCHEMA = pa.schema(
     [
@@ -220,7 +221,8 @@ def write_shard(env_id: str, kwargs: dict[str, Any], seeds: tuple[int, int], pat
             failed += 1
     env.close()
     final = Path(path)
-    table = episodes_table(kept)
+    # the steps of every rollout, failed ones included, for a shard found again by a resumed generation
+    table = episodes_table(kept).replace_schema_metadata({STEPS_KEY: str(steps)})
     del kept  # the episodes' arrays are freed before writing: only the Arrow columns stay until the shard is done
     with atomic_target(final) as tmp:
         pq.write_table(table, tmp, compression="zstd", compression_level=3)
@@ -247,7 +249,9 @@ def existing_shard(path: Path, seeds: tuple[int, int], sha256: str | None = None
     if table.num_rows and (seeds_in.min() < seeds[0] or seeds_in.max() >= seeds[1]):
         return None
     kept = table.num_rows
-    return shard_entry(path, seeds, kept, (seeds[1] - seeds[0]) - kept, int(table.column("length").to_numpy().sum()))
+    recorded = (table.schema.metadata or {}).get(STEPS_KEY.encode())
+    steps = int(recorded) if recorded is not None else int(table.column("length").to_numpy().sum())  # older shards
+    return shard_entry(path, seeds, kept, (seeds[1] - seeds[0]) - kept, steps)
 
 
 # -------------------------------------------------------------------------------------- the Ray actors
