@@ -5,7 +5,8 @@ sweep and the RL baseline on two tasks, in under 3 hours on a 2-core machine (do
     attention-tuner report --sweep cpu_reproduction --out docs/results
 
 The paper trains a 4-layer d_model-512 Transformer for 300 epochs on 4,000-10,000 demonstrations of the full
-tasks: about 30 PFLOP for Hallway alone, GPU-days for the whole table. Every reduction below keeps the
+tasks: about 30 PFLOP for Hallway alone as the method spec counts it (padding to 145 steps included; the
+dry run of sweeps/paper.py counts real steps only: 14 PFLOP a trial), GPU-days for the whole table. Every reduction below keeps the
 memory structure of the task (what must be recalled, and that it is hidden when it is needed) and shrinks
 only its length or the compute:
 
@@ -15,10 +16,11 @@ only its length or the compute:
 - Demonstrations: 1,000 per task, 1,500 for Ordering (paper: 4,000-10,000), 10% held out for validation.
   (Ordering-5 pilots with 1,000 left the decision plateau on some seeds only; with 1,500 between epochs 40
   and 50: docs/learning.md.)
-- Task sizes (paper sizes in brackets), chosen so that an episode is 20-60 steps:
-  - Hallway length 10 (30): the target object is recalled 10-40 steps later instead of up to 122.
+- Task sizes (paper sizes in brackets), chosen so that an episode is at most about 60 steps:
+  - Hallway length 10 (30): episodes of 10-46 steps; the target object is recalled 6-42 steps later instead
+    of up to 122.
   - Ordering length 5 (50): 5 choices after the 18-object sequence; chance is 1/32 instead of 2^-50.
-  - Counting length 5 (20): 5 rooms, about 1.5 test rooms per episode.
+  - Counting length 5 (20): 5 rooms, about 1.2 test rooms per episode.
   - Mortar Mayhem 5 commands (10), symbolic observations (pixels): 58 steps instead of 118. Pixels in this
     project are an exact tile rendering of the symbolic code (docs/tasks.md), so the observation carries the
     same information; the symbolic encoder only saves the CNN's compute.
@@ -27,14 +29,15 @@ only its length or the compute:
   on one core, chosen from single-seed pilots (docs/learning.md): Ordering 50 (AttentionTuner leaves the
   plateau at 40-50), Mortar Mayhem 15 (at 15 the pilot had AttentionTuner at 0.77 and vanilla at 0.16; by
   epoch 20 both reach 100%, so a longer budget measures nothing), Mystery Path 30 (the gap opens at 25),
-  Hallway and Counting 10 (neither method left its memoryless level by epoch 20 in the pilots, and without
+  Hallway and Counting 10 (neither method left its memoryless level in the pilots: Hallway by epoch 20,
+  Counting by epoch 10; and without
   repeated frames they cost 3-6x more per epoch; these two rows show what a CPU budget does not learn).
   Evaluation on 200 held-out seeds every 5 or 10 epochs and at the end.
 - Annotation fractions 0.1 and 0.01 (besides 1 = AttentionTuner and 0 = vanilla) on Mortar Mayhem and
   Mystery Path, two tasks where the pilots separated the methods and a trial is cheap.
 - The RL baseline (PPO with an LSTM, RLlib; attention_tuner.rl) on the same two Memory Gym tasks, the ones
   Memory Gym's own papers train PPO on: 1,000,000 environment steps per trial (17x the expert steps in Mortar
-  Mayhem's 1,000 demonstrations, 45x Mystery Path's), about 25 minutes on one core; PPO's usual settings
+  Mayhem's 1,000 demonstrations, 45x Mystery Path's), 10-25 minutes on one core; PPO's usual settings
   (lr 3e-4, 16 environments, 2,048 steps per iteration, 4 epochs of minibatches of 512, entropy 0.01), an MLP
   over the symbolic one-hot into an LSTM of 128, sequences of 64 steps (a whole Mortar Mayhem episode); success
   measured on the same 200 held-out seeds every 50 iterations (about 100,000 steps). Needs the RLlib extra.

@@ -6,6 +6,10 @@
 Reference settings (the paper; the project's method specification, ../shared/spec/method.md beside the repository; attention_tuner.presets): d_model 512, 4 layers, 2 heads,
 feed-forward 2048, dropout 0.1, Adam lr 1e-4, batch 64, 300 epochs (600 for Counting), memory loss weight
 10 on layer 0 head 0 (the paper's "layer 1, head 1"). Memory Gym dataset sizes are not published: 5,000.
+The paper's numbers of demonstrations are the training sets here: 10% more are generated and held out for the
+held-out metrics (attention_tuner.presets.with_held_out: 4,444 for Hallway's 4,000). On CUDA training runs in
+bfloat16 mixed precision (optim.precision auto; the supervised heads' attention stays float32), the reference
+in float32.
 """
 
 from attention_tuner.sweep import METHODS, PAPER_MODEL, PAPER_TASKS, SweepSpec, main

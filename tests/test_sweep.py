@@ -429,3 +429,23 @@ def test_progress_prints_one_line_per_trial_event():
     ]
     assert describe({"training_iteration": 7, "eval/mean_return": 0.5}) == "iteration 7: return 0.50"
     assert describe({}) == "result"
+
+
+def test_the_paper_sweeps_train_on_the_papers_numbers_of_demonstrations():
+    """The paper trains on all its demonstrations; here 10% are held out, so more are generated."""
+    import numpy as np
+
+    from attention_tuner import datasets
+    from attention_tuner.presets import PAPER_TASKS
+
+    class Episodes:  # what datasets.split reads of a dataset
+        def __init__(self, n):
+            self.seeds = np.arange(n)
+
+        def __len__(self):
+            return len(self.seeds)
+
+    paper = {"Hallway": 4000, "Ordering": 5000, "Counting": 10000, "MortarMayhem": 5000, "MysteryPath": 5000}
+    for task, overrides in PAPER_TASKS.items():
+        train, _ = datasets.split(Episodes(overrides["data.episodes"]), 0.1)
+        assert len(train) == paper[task], task

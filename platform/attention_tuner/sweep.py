@@ -204,8 +204,32 @@ def datasets_needed(ts: list[Trial]) -> list[tuple[str, dict[str, Any], int, int
 # ----------------------------------------------------------------------------------------- dry run
 
 
+# Throughputs the dry run's time estimates assume, in useful training FLOP/s: measured on the 2-core reference
+# CPU (docs/performance.md: 168-230 GFLOP/s at the CPU and paper sizes); assumed, not measured, for a GPU
+# worker of cluster.yaml (g5: one NVIDIA A10G, bfloat16; about a third of its tensor-core peak).
+CPU_FLOPS = 150e9
+GPU_FLOPS = 30e12
+
+
+def conv_macs(model) -> tuple[int, int]:
+    """(multiply-adds, parameters) of the observation encoder's convolutions for one observation: a convolution
+    applies its weights at every output position, which 6 x parameters x tokens does not count."""
+    import torch
+
+    shapes: list[tuple[torch.nn.Conv2d, torch.Size]] = []
+    convs = [m for m in model.obs_enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append((m, o.shape))) for m in convs]
+    with torch.no_grad():
+        model.obs_enc(torch.zeros(1, *model.obs_shape, dtype=torch.uint8))
+    for h in hooks:
+        h.remove()
+    macs = sum(m.weight.numel() * out[-1] * out[-2] for m, out in shapes)
+    return macs, sum(m.weight.numel() for m in convs)
+
+
 def cost(ts: list[Trial]) -> dict[str, float]:
-    """Rough training compute: 6 x parameters x tokens seen (forward + backward), from expert lengths."""
+    """Rough training compute from expert lengths, real steps only (no padding): 6 x parameters x tokens
+    (forward + backward), plus the encoder's convolutions at every position of every observation."""
     import memory_tasks
     from attention_tuner.training import build_model, n_actions_of
 
@@ -217,10 +241,11 @@ def cost(ts: list[Trial]) -> dict[str, float]:
         if key not in lengths:
             env = memory_tasks.make(c.task.name, **c.task.kwargs)
             lengths[key] = sum(memory_tasks.rollout(env, s).length for s in range(10)) / 10
-        params = build_model(c, n_actions_of(c.task.name, c.task.kwargs)).num_parameters()
-        tokens = 2 * lengths[key] * c.data.episodes * (1 - c.data.val_fraction) * c.optim.epochs
-        flops += 6 * params * tokens
-    return {"pflop": flops / 1e15, "cpu_hours": flops / 20e9 / 3600, "gpu_hours": flops / 100e12 / 3600}
+        model = build_model(c, n_actions_of(c.task.name, c.task.kwargs))
+        macs, conv_params = conv_macs(model)
+        steps = lengths[key] * c.data.episodes * (1 - c.data.val_fraction) * c.optim.epochs
+        flops += 6 * (model.num_parameters() - conv_params) * 2 * steps + 6 * macs * steps
+    return {"pflop": flops / 1e15, "cpu_hours": flops / CPU_FLOPS / 3600, "gpu_hours": flops / GPU_FLOPS / 3600}
 
 
 def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
@@ -237,9 +262,11 @@ def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
     for task, kwargs, n, seed in datasets_needed(ts):
         lines.append(f"  {task} {kwargs} episodes={n} seeds from {seed}")
     est = cost(ts)
-    lines.append(f"cost estimate: {est['pflop']:.3g} PFLOP of training (6 x params x tokens); about "
-                 f"{est['cpu_hours']:.3g} h at 20 GFLOP/s (a 2-core CPU), {est['gpu_hours'] * 60:.3g} min at "
-                 "100 TFLOP/s (one H100, bf16); evaluation not included")
+    lines.append(f"cost estimate: {est['pflop']:.3g} PFLOP of training (6 x params x tokens and the encoder's "
+                 f"convolutions, real steps only); about {est['cpu_hours']:.3g} h at {CPU_FLOPS / 1e9:.0f} GFLOP/s "
+                 f"(measured on a 2-core CPU; less where views repeat: each distinct one is encoded once), "
+                 f"{est['gpu_hours'] * 60:.3g} GPU-minutes at {GPU_FLOPS / 1e12:.0f} "
+                 "TFLOP/s (assumed: one A10G of cluster.yaml, bf16); datasets and evaluation not included")
     rl_trials = [t.config for t in ts if t.config.algorithm == "ppo_lstm"]
     if rl_trials:
         lines.append(f"RL baseline (ppo_lstm): {len(rl_trials)} trials, {sum(c.rl.env_steps for c in rl_trials):,} "
