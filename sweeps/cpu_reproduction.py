@@ -6,7 +6,7 @@ sweep and the RL baseline on two tasks, in under 3 hours on a 2-core machine (do
 
 The paper trains a 4-layer d_model-512 Transformer for 300 epochs on 4,000-10,000 demonstrations of the full
 tasks: about 30 PFLOP for Hallway alone as the method spec counts it (padding to 145 steps included; the
-dry run of sweeps/paper.py counts real steps only: 14 PFLOP a trial), GPU-days for the whole table. Every reduction below keeps the
+dry run of sweeps/paper.py counts real steps only: 17 PFLOP a trial), GPU-days for the whole table. Every reduction below keeps the
 memory structure of the task (what must be recalled, and that it is hidden when it is needed) and shrinks
 only its length or the compute:
 
