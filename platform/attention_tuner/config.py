@@ -475,6 +475,11 @@ MAX_PARAMETERS = 2e9  # 8 GB of float32 weights, 32 GB with Adam's state and gra
 MAX_SPURIOUS = 100.0
 
 
+def held_out_count(n: int, val_fraction: float) -> int:
+    """How many of a dataset's ``n`` episodes `datasets.split` holds out: at least one, never all (n >= 2)."""
+    return min(max(1, round(val_fraction * n)), n - 1)
+
+
 def approx_parameters(m: ModelConfig) -> float:
     """Parameters of the Transformer layers and the symbolic encoder's linear layer (the bulk of the model)."""
     return m.n_layers * (4 * m.d_model**2 + 2 * m.d_model * m.d_ff) + 3920 * m.d_model

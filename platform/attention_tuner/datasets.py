@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from attention_tuner.config import EVAL_SEED_BASE, NoiseConfig
+from attention_tuner.config import EVAL_SEED_BASE, NoiseConfig, held_out_count
 from attention_tuner.demos import DatasetError, read_manifest, sha256_of
 
 
@@ -112,7 +112,7 @@ def split(demos: Demonstrations, val_fraction: float) -> tuple[np.ndarray, np.nd
     if val_fraction <= 0 or len(demos) < 2:
         return np.arange(len(demos)), np.arange(0)
     order = np.argsort(_uniform("val", 0, demos.seeds), kind="stable")
-    n_val = min(max(1, round(val_fraction * len(demos))), len(demos) - 1)
+    n_val = held_out_count(len(demos), val_fraction)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 

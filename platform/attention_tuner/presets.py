@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attention_tuner.config import DataConfig
+from attention_tuner.config import DataConfig, held_out_count
 
 # The two methods: AttentionTuner is the default config (memory loss weight 10 on layer 0, head 0).
 METHODS: dict[str, dict[str, Any]] = {"vanilla": {"memory.weight": 0.0}, "attention_tuner": {}}
@@ -24,7 +24,7 @@ def with_held_out(train: int, val_fraction: float = DataConfig.val_fraction) -> 
     """The episodes to generate so that ``train`` of them are left for training once `datasets.split` has held
     out ``val_fraction`` (the paper trains on all its demonstrations and tests on a separate set)."""
     n = train
-    while n - min(max(1, round(val_fraction * n)), n - 1) < train:
+    while n - held_out_count(n, val_fraction) < train:
         n += 1
     return n
 
