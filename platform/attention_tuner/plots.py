@@ -42,23 +42,23 @@ def recall_episode(pairs: list[np.ndarray], candidates) -> int:
 @torch.no_grad()
 def attention_figure(model, encode, demos: datasets.Demonstrations, episode: int, path: str | Path,
                      title: str = "", supervised: tuple = ()) -> Path:
-    """Expert matrix E (observation rows) beside the attention of every head ``model`` returns, for one episode.
+    """Expert matrix E (observation rows) beside the attention of every head of ``model``, for one episode.
 
     Heads the memory loss trains are marked "(supervised)" when ``supervised`` names them.
     """
     obs = encode(demos.episode_obs(episode)[None])
     actions = torch.from_numpy(demos.episode_actions(episode)[None]).to(obs.device)
+    heads = [(layer, h) for layer in range(model.n_layers) for h in range(model.n_heads)]
     was = model.training
     model.eval()
-    _, attn = model(obs, actions)
+    _, attn = model(obs, actions, probe=heads)  # every head's attention, supervised or not
     model.train(was)
     T = actions.shape[1]
     E = losses.expert_matrix([demos.pairs[episode]], T)[0].numpy()[0::2, 0::2]  # (T, T) obs query x obs key
     panels = [("expert pairs", E)]
-    if attn is not None:
-        for s, (layer, head) in enumerate(model.supervised):
-            mark = " (supervised)" if (layer, head) in supervised else ""
-            panels.append((f"layer {layer} head {head}{mark}", attn[0, s].float().cpu().numpy()[0::2, 0::2]))
+    for s, (layer, head) in enumerate(heads):
+        mark = " (supervised)" if (layer, head) in supervised else ""
+        panels.append((f"layer {layer} head {head}{mark}", attn[0, s].float().cpu().numpy()[0::2, 0::2]))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     for i, (ax, (name, m)) in enumerate(zip(axes[0], panels, strict=True)):
         im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")

@@ -294,9 +294,9 @@ def load_rows(uri: str, experiment: str | None = None, sweep: str | None = None)
     parents, children = experiment_runs(uri, experiment or sweep)
     if sweep and parents:  # the latest run of the sweep
         latest = max(parents, key=lambda r: r.info.start_time)
-        children = [r for r in children if r.data.tags[tracking.PARENT_TAG] == latest.info.run_id]
+        every, children = children, [r for r in children if r.data.tags[tracking.PARENT_TAG] == latest.info.run_id]
         if not children:
-            others = len({r.data.tags[tracking.PARENT_TAG] for r in experiment_runs(uri, sweep)[1]})
+            others = len({r.data.tags[tracking.PARENT_TAG] for r in every})
             raise ValueError(f"the latest run of sweep {sweep!r} ({latest.data.tags.get('mlflow.runName', '')}, MLflow "
                              f"run {latest.info.run_id}) has no trial runs"
                              + (f"; {others} earlier runs have some: --experiment {sweep} reports them" if others else ""))

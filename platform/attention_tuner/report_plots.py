@@ -49,11 +49,6 @@ def methods_of(rows_or_groups) -> list[str]:
     return [m for m in COLOURS if m in present] + sorted(present - COLOURS.keys())
 
 
-def done(r: TrialRow) -> bool:
-    """Whether a trial counts: it finished and logged its success rate (as `report.aggregate` counts them)."""
-    return r.status == FINISHED and r.success is not None
-
-
 def has_error_bar(g: dict) -> bool:
     """A standard error is drawn from two finished seeds on; one seed has none (not a zero one)."""
     return g["n"] >= 2
@@ -195,7 +190,7 @@ def heads_grid_figure(rows: list[TrialRow]):
         grid = np.full((L, H), np.nan)
         for layer in range(L):
             for head in range(H):
-                values = [r.success for r in cells.get((layer, head), []) if done(r)]
+                values = [r.success for r in cells.get((layer, head), []) if r.counted]
                 if values:
                     grid[layer, head] = np.mean(values)
                     text = f"{np.mean(values):.2f}\nn={len(values)}"
@@ -291,7 +286,7 @@ def learning_curves_figure(rows: list[TrialRow], points: dict[str, list[tuple[fl
 def median_trial(rows: list[TrialRow]) -> TrialRow | None:
     """The median-success trial of ``rows``' finished ones (the lower median for an even number), ties broken by
     seed; None when none finished."""
-    finished = sorted(filter(done, rows), key=lambda r: (r.success, r.seed))
+    finished = sorted((r for r in rows if r.counted), key=lambda r: (r.success, r.seed))
     return finished[(len(finished) - 1) // 2] if finished else None
 
 
@@ -304,7 +299,7 @@ def attention_picks(rows: list[TrialRow]) -> list[tuple[str, str, TrialRow, int]
             arm = [r for r in rows if r.task == task and r.method == method]
             r = median_trial(arm)
             if r is not None:
-                picks.append((task, method, r, sum(map(done, arm))))
+                picks.append((task, method, r, sum(x.counted for x in arm)))
     return picks
 
 

@@ -24,7 +24,6 @@ import yaml
 from attention_tuner import checkpoint, datasets, demos, plots, training
 from attention_tuner.allocator import keep_freed_memory, release_freed_memory
 from attention_tuner.config import TrialConfig, supervised_heads, to_dict
-from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
 
 
@@ -133,18 +132,9 @@ def finished(cfg: TrialConfig, state: dict[str, Any]) -> bool:
             or training.out_of_time(cfg, training.trained_seconds(state["history"])))
 
 
-def all_heads(model: AttentionTuner) -> AttentionTuner:
-    """The same weights in a model that returns every head's attention (for pictures, not training)."""
-    heads = [(layer, h) for layer in range(model.n_layers) for h in range(model.n_heads)]
-    twin = AttentionTuner(**{**model.hparams, "supervised": heads})
-    twin.load_state_dict(model.state_dict())
-    return twin.eval()
-
-
 def write_pictures(run: Path, data: datasets.Demonstrations) -> list[Path]:
     """Attention heatmap on a held-out demonstration and learning curves, from the final checkpoint."""
     model, cfg, state = training.load_policy(run / "checkpoint")
-    model = all_heads(model)
     train, val = datasets.split(data, cfg.data.val_fraction)
     episode = plots.recall_episode(data.pairs, val if len(val) else train)  # one that recalls an earlier step
     encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, "cpu")
