@@ -20,8 +20,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+SCALE = 1.0  # --loops: a share of the loop counts below (smoke runs)
+
 
 def usec(f: Callable[[], object], n: int) -> float:
+    n = max(1, int(n * SCALE))
     for _ in range(max(1, n // 10)):
         f()
     times = []
@@ -71,7 +74,10 @@ def attention() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--loops", type=float, default=1.0, help="share of the timed loop counts (default 1: the docs)")
     args = ap.parse_args()
+    global SCALE
+    SCALE = args.loops
     torch.set_num_threads(args.threads)
     with torch.inference_mode():
         linear_stack()

@@ -67,8 +67,8 @@ class NaiveAttentionTuner(AttentionTuner):
             return super()._embed_obs(obs)
         return self.obs_enc(obs.reshape(-1, *self.obs_shape)).view(*obs.shape[:-3], self.d_model)  # (..., C)
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None,
+                probe: list[tuple[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As `AttentionTuner.forward`; mask is ignored: every padded step is computed, as the reference does."""
         B, T = actions.shape
         C, nh = self.d_model, self.n_heads
@@ -86,9 +86,10 @@ class NaiveAttentionTuner(AttentionTuner):
             weights.append(att)
             x = block._out(x, att @ v, None)
         logits = self.head(x).view(B, T, 2, self.n_actions)[:, :, 0]  # every token, then o_t's rows
-        if not self.supervised:
+        heads = self.supervised if probe is None else probe
+        if not heads:
             return logits, None
-        return logits, torch.stack([weights[i][:, h] for (i, h) in self.supervised], dim=1)  # (B, S, L, L)
+        return logits, torch.stack([weights[i][:, h] for (i, h) in heads], dim=1)  # (B, S, L, L)
 
 
 def pad_batch(batch: Batch, T: int) -> Batch:

@@ -65,6 +65,9 @@ def child(size: str, variant: str, batches: int, threads: int, episodes: int, da
             samples += int(b.mask.sum())
             flops += 3 * sum(forward_flops(int(n), model) for n in b.mask.sum(1))
     t_end = os.times()
+    if len(times) < 2:
+        raise SystemExit(f"{len(data)} episodes make {len(times)} batch of {batch}: a warm-up and at least one "
+                         "timed batch are needed (more --episodes)")
     peaks.append(matmul_peak(2048))
     useful = flops / sum(times[1:])
     return {"kept": kept, "s_per_batch": statistics.median(times[1:]), "samples_per_s": samples / sum(times[1:]),
