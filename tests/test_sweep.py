@@ -192,6 +192,12 @@ def test_ctrl_c_ends_a_sweep_as_interrupted_and_resume_finishes_it(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     c, runs = mlflow_runs(uri, "tiny")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+    # --resume once more, on a sweep that is done: Tune restores its trials without their `done`; still done
+    again = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.count("| ok |") == 2 and "| interrupted |" not in again.stdout, again.stdout[-2000:]
+    c, runs = mlflow_runs(uri, "tiny")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 def test_a_retry_keeps_only_the_checkpoint_tune_was_reported(tmp_path):
@@ -234,7 +240,8 @@ def test_a_retry_does_not_log_again_an_epoch_mlflow_already_has(tmp_path, monkey
     tracking.log_metrics(uri, run, {"epoch": 1.0, "train/loss": 0.5}, 1)  # the killed attempt's epoch 1
     reported = []
     monkeypatch.setattr(tune, "get_checkpoint", lambda: None)
-    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reported.append(metrics["epoch"]))
+    monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reported.append(
+        (metrics["epoch"], metrics.get(sweep.COMPLETE))))
     ckpt = tmp_path / "checkpoint.pt"
     ckpt.write_bytes(b"weights")
 
@@ -247,7 +254,7 @@ def test_a_retry_does_not_log_again_an_epoch_mlflow_already_has(tmp_path, monkey
     ctx = {"uri": uri, "experiment_id": exp, "parent": parent, "sweep": "tiny", "trials": str(tmp_path / "trials"),
            "data_root": str(tmp_path / "data")}
     sweep.trainable({"trial": {"key": t.key, "labels": t.labels, "config": to_dict(t.config)}}, ctx)
-    assert reported == [1.0, 2.0]
+    assert reported == [(1.0, None), (2.0, None), (2.0, 1)]  # then the completion mark, after the run ended
     loss = MlflowClient(tracking_uri=uri).get_metric_history(run, "train/loss")
     assert sorted((m.step, m.value) for m in loss) == [(1, 0.5), (2, 0.4)]
 
@@ -313,7 +320,7 @@ def test_the_printed_table_keeps_annotated_fractions_apart_from_full_annotation(
                                                                    "MortarMayhem-attention_tuner",
                                                                    "MortarMayhem-f0.1")]
     grid = [SimpleNamespace(config={"trial": {"key": t.key, "labels": t.labels, "config": to_dict(t.config)}},
-                            metrics={"eval/success_rate": 0.5, "done": True}, error=None) for t in picked]
+                            metrics={"eval/success_rate": 0.5, sweep.COMPLETE: 1}, error=None) for t in picked]
     table = sweep.results_table(sweep.results_rows(grid, "eval/success_rate"))
     summary = table.split("\n\n")[1]
     assert "| MortarMayhem | attention_tuner | 0.500 ± 0.000 | 3 |" in summary
@@ -329,7 +336,8 @@ def test_the_printed_table_counts_finished_trials_only_and_keeps_noise_and_head_
     def result(key, overrides, success, error=None, done=True):
         cfg = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **overrides})
         return SimpleNamespace(config={"trial": {"key": key, "labels": {}, "config": to_dict(cfg)}},
-                               metrics={"eval/success_rate": success, "done": done}, error=error)
+                               metrics={"eval/success_rate": success, sweep.COMPLETE: int(done)},
+                               error=error)
 
     grid = [result("0", {}, 0.9), result("1", {"seed": 1}, 0.1, error=RuntimeError("worker died")),
             result("2", {"data.noise.drop": 0.5}, 0.2), result("3", {"memory.heads": [[1, 1]]}, 0.3),
@@ -337,7 +345,7 @@ def test_the_printed_table_counts_finished_trials_only_and_keeps_noise_and_head_
     rows = sweep.results_rows(grid, "eval/success_rate")
     assert [r["status"] for r in rows if r["trial"] in ("1", "5")] == ["error: worker died", "interrupted"]
     summary = sweep.results_table(rows).split("\n\n")[1]
-    # the failed and the interrupted (stopped by Ctrl-C: Tune's last result not done) trials listed, not counted
+    # the failed and the interrupted (stopped by Ctrl-C: its last result without the completion mark) trials listed, not counted
     assert "| Hallway | attention_tuner | 0.900 (one seed) | 1 | 1, 5 |" in summary
     assert "| Hallway | attention_tuner (noise drop=0.5) | 0.200 (one seed) | 1 |  |" in summary
     assert "| Hallway | attention_tuner (heads L1H1) | 0.300 (one seed) | 1 |  |" in summary
@@ -355,7 +363,7 @@ def test_the_printed_table_takes_the_main_heads_as_the_report_does():
     def result(key, overrides, success):
         cfg = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **overrides})
         return SimpleNamespace(config={"trial": {"key": key, "labels": {}, "config": to_dict(cfg)}},
-                               metrics={"eval/success_rate": success, "done": True}, error=None)
+                               metrics={"eval/success_rate": success, sweep.COMPLETE: 1}, error=None)
 
     grid = [result("0", {"memory.heads": "all"}, 0.9), result("1", {"memory.heads": "all", "seed": 1}, 0.7),
             result("2", {"memory.heads": [[1, 1]]}, 0.3), result("3", {"memory.weight": 0.0}, 0.4)]

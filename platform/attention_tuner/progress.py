@@ -54,7 +54,9 @@ class Progress(tune.Callback):
         self._say(f"{_key(trial)} started")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict[str, Any], **info: Any) -> None:
-        if "eval/success_rate" in result:  # evaluations only: every epoch would be hundreds of lines
+        # evaluations only (every epoch would be hundreds of lines), not the trial's completion mark, which repeats
+        # its last result (`sweep.trainable`): the "finished" line follows
+        if "eval/success_rate" in result and not result.get("trial_complete"):
             self._say(f"{_key(trial)} {describe(result)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

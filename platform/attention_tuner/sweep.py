@@ -299,11 +299,14 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     # A retry trains again the epochs after its reported checkpoint; those logged before it was killed keep
     # their first values (the same, up to float rounding on another node), each step once in the run.
     logged = tracking.logged_steps(uri, run_id)
+    last: dict[str, float] = {}
 
     def report(metrics: dict[str, float], epoch: int, ckpt: Path | None) -> None:
         if epoch not in logged:
             tracking.log_metrics(uri, run_id, metrics, epoch)
         saved = tune.Checkpoint.from_directory(str(ckpt.parent)) if ckpt is not None else None
+        last.clear()
+        last.update(metrics)
         tune.report(dict(metrics), checkpoint=saved)
 
     try:
@@ -321,6 +324,10 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     except Exception:
         tracking.finish(uri, run_id, "FAILED")
         raise
+    # Last, once its run is finished: the mark that the trial is done. Tune's own `done` cannot say it: Tune
+    # leaves it out of the results it saves (a resumed sweep's finished trials lack it) and ends the trials it
+    # stopped at Ctrl-C as TERMINATED too.
+    tune.report({**last, COMPLETE: 1})
 
 
 def trial_device(cfg: TrialConfig, gpu_ids: list[Any]) -> str:
@@ -581,6 +588,7 @@ def arm_suffix(cfg: TrialConfig, main_heads: str) -> str:
 
 # The status of a trial Tune stopped unfinished (the sweep interrupted): `--resume` continues it.
 INTERRUPTED = "interrupted"
+COMPLETE = "trial_complete"  # in a trial's last Tune result only (never in MLflow), after its run finished
 
 
 def results_rows(grid, metric: str) -> list[dict[str, Any]]:
@@ -597,8 +605,8 @@ def results_rows(grid, metric: str) -> list[dict[str, Any]]:
         m = r.metrics or {}
         if r.error is not None:
             status = f"error: {str(r.error).splitlines()[0][:80]}"
-        else:  # Tune marks the last result of a trial that returned; one stopped by Ctrl-C (or never started) lacks it
-            status = "ok" if m.get("done") else INTERRUPTED
+        else:  # a trial stopped by Ctrl-C (or never started) lacks the mark its last result gets (`trainable`)
+            status = "ok" if m.get(COMPLETE) else INTERRUPTED
         rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name,
                      "method": cfg.method + arm_suffix(cfg, main[cfg.task.name]),
                      "seed": cfg.seed, metric: m.get(metric),
