@@ -49,6 +49,21 @@ def test_evaluate_plays_the_task_the_trial_was_evaluated_on_unless_told_otherwis
         assert cli.main(["evaluate", str(tmp_path / "run"), "--episodes", "2", *extra]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["kwargs"] == {"length": length} and out["episodes"] == 2
+        # what was played, and numbers a reader can read (4 decimals)
+        assert out["epoch"] == 1 and out["obs_mode"] == "symbolic" and out["seeds"].startswith("1000000000-1000000001")
+        assert out["checkpoint"] == str(tmp_path / "run" / "checkpoint" / "checkpoint.pt")
+        assert all(round(v, 4) == v for k, v in out.items() if isinstance(v, float))
+    # its reader gone before it writes (as after `| head -1` on longer output): no traceback, no error line
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    piped = subprocess.run([sys.executable, "-m", "attention_tuner.cli", "evaluate", str(tmp_path / "run"),
+                            "--episodes", "2"], stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    assert piped.returncode == 141 and piped.stderr == "", piped.stderr
 
 
 def test_an_expert_that_never_succeeds_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):

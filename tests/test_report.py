@@ -172,6 +172,7 @@ def test_the_wall_time_of_a_resumed_sweep_leaves_out_the_time_between_sessions()
 
     assert wall_time(45.0, 1, 2700.0, 1) == "wall time 45 min (datasets, trials and results)"
     assert wall_time(45.0, 1, None, 0) == "wall time 45 min (datasets, trials and results)"  # older runs
+    assert wall_time(0.23, 1, 14.0, 1) == "wall time 14 s (datasets, trials and results)"  # not "0 min"
     two = wall_time(600.0, 2, 1800.0, 2)
     assert two.startswith("600 min from start to end, of which 30 min running in 2 sessions")
     killed = wall_time(600.0, 3, 1800.0, 2)
@@ -225,6 +226,7 @@ def test_verdicts_use_welchs_test_and_every_task_gets_a_row(tmp_path):
         ("Ordering", 10, 1.0, 0, 0.5, "FINISHED"), ("Ordering", 0, 1.0, 0, None, "FAILED"),
         ("Counting", 10, 1.0, 0, 0.6, "FINISHED"), ("Counting", 10, 1.0, 1, 0.6, "FINISHED"),
         ("Counting", 0, 1.0, 0, 0.6, "FINISHED"), ("Counting", 0, 1.0, 1, 0.6, "FINISHED"),
+        ("Hallway", 10, 1.0, 0, 0.7, "FINISHED"), ("Hallway", 0, 1.0, 0, 0.2, "FINISHED"),
     ])
     v = {x["task"]: x for x in verdicts(load_rows(uri, experiment="synthetic"))}
     mp = v["MysteryPath"]
@@ -239,7 +241,9 @@ def test_verdicts_use_welchs_test_and_every_task_gets_a_row(tmp_path):
     assert welch_p([0.3, 0.1 + 0.2], [0.5, 0.5]) is None  # equal up to the last bit of a float sum
     assert 0 < welch_p([0.9, 0.8], [0.1, 0.2]) < 0.05
     text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
-    assert "| Ordering | 0.500 (one seed) (n=1) | n/a (n=0) |  |  | cannot compare:" in text
+    assert "| Ordering | 0.500 (one seed) | n/a (n=0) |  |  | cannot compare:" in text
+    # one seed a side: a difference, but no standard error to give it
+    assert "| Hallway | 0.700 (one seed) | 0.200 (one seed) | +0.500 (no s.e.: one seed) |  | too few seeds" in text
 
 
 def test_the_noise_table_keeps_fraction_and_head_arms_apart(tmp_path):

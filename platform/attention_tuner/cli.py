@@ -197,7 +197,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from attention_tuner.training import load_policy
 
     try:
-        rl_baseline = checkpoint.load(args.checkpoint)["config"].get("algorithm") == "ppo_lstm"
+        state = checkpoint.load(args.checkpoint)
+        rl_baseline = state["config"].get("algorithm") == "ppo_lstm"
         if rl_baseline:
             module, cfg = rl.load_module(args.checkpoint)
         else:
@@ -213,8 +214,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         res = rl.evaluate(module, cfg, kwargs, args.episodes, args.num_envs)
     else:
         res = evaluate(model, cfg.task.name, kwargs, args.episodes, args.num_envs)
-    res = {k: int(v) if k == "episodes" else v for k, v in res.items()}
-    print(json.dumps({"task": cfg.task.name, "kwargs": kwargs, **res}, indent=2))
+    res = {k: int(v) if k == "episodes" else round(v, 4) for k, v in res.items()}
+    from attention_tuner.datasets import eval_seeds
+
+    seeds = eval_seeds(int(res["episodes"]))
+    print(json.dumps({"checkpoint": str(checkpoint.resolve(args.checkpoint)), "epoch": state.get("epoch"),
+                      "task": cfg.task.name, "kwargs": kwargs, "obs_mode": cfg.task.obs_mode,
+                      "seeds": f"{seeds[0]}-{seeds[-1]} (held out from every dataset)", **res}, indent=2))
     return 0
 
 
@@ -230,6 +236,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if bool(args.experiment) == bool(args.sweep):
         raise ValueError("give exactly one of --experiment NAME or --sweep NAME")
+    if args.out is None:  # beside the runs (ignored by git), as `make run` writes its report
+        args.out = str(Path("runs") / "reports" / (args.experiment or args.sweep))
     check_output_folder(args.out, "--out")
     if args.markdown is not None:  # a file; its folder is created when missing, as for --out
         if Path(args.markdown).is_dir() or not str(args.markdown).strip():
@@ -328,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "report", help="tables and plots from the MLflow runs of an experiment or sweep")
     p.add_argument("--experiment", help="MLflow experiment name: every sweep run in it, each trial counted once (its latest finished run)")
     p.add_argument("--sweep", help="sweep name (the trial runs of its latest parent run)")
-    p.add_argument("--out", default="reports", help="folder for report.md, CSVs and PNGs")
+    p.add_argument("--out", help="folder for report.md, CSVs and PNGs (default runs/reports/NAME)")
     p.add_argument("--markdown", help="write the Markdown report here instead of OUT/report.md (e.g. docs/results.md)")
     p.add_argument("--notes", help="a Markdown file to include after the summary (interpretation, machine)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns.db)")
@@ -348,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nattention-tuner: interrupted", file=sys.stderr)  # on a line of its own, after any progress bar
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing left to say, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail too
+        return 141
     except MemoryError:
         print("attention-tuner: error: out of memory (a task, model or batch too large for this machine?)",
               file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any
 
 import memory_tasks
 from attention_tuner import tracking
+from memory_tasks.core import short_repr
 
 METRIC = "eval/success_rate"
 
@@ -193,11 +194,19 @@ def verdict_table(rows: list[TrialRow]) -> str:
              "| task | AttentionTuner | vanilla | difference (± s.e.) | Welch p | verdict |", "|---|---|---|---|---|---|"]
     for v in verdicts(rows):
         at, van = v["attention_tuner"], v["vanilla"]
-        cells = [f"{mean_cell(g)} (n={g['n']})" if g else "none" for g in (at, van)]
-        diff = "" if v["diff"] is None else f"{v['diff']:+.3f} ± {v['se']:.3f}"
+        cells = [("none" if not g else mean_cell(g) if g["n"] == 1 else f"{mean_cell(g)} (n={g['n']})")
+                 for g in (at, van)]
+        one_seed = at is not None and van is not None and min(at["n"], van["n"]) < 2
+        diff = ("" if v["diff"] is None else f"{v['diff']:+.3f} (no s.e.: one seed)" if one_seed
+                else f"{v['diff']:+.3f} ± {v['se']:.3f}")
         p = "" if v["p"] is None else f"{v['p']:.3f}"
         lines.append(f"| {v['task']} | {cells[0]} | {cells[1]} | {diff} | {p} | {v['verdict']} |")
     return "\n".join(lines)
+
+
+def minutes(m: float) -> str:
+    """'14 s' under a minute, else '7 min'."""
+    return f"{m * 60:.0f} s" if m < 1 else f"{m:.0f} min"
 
 
 def wall_time(span_min: float, sessions: int, running_s: float | None, timed: int) -> str:
@@ -205,11 +214,11 @@ def wall_time(span_min: float, sessions: int, running_s: float | None, timed: in
     the time it was running, without the time between: ``running_s`` summed over the ``timed`` sessions that
     logged theirs (`tracking.add_running_time`; a killed session could not)."""
     if sessions <= 1 or running_s is None:
-        return f"wall time {span_min:.0f} min (datasets, trials and results)"
-    running = f"{running_s / 60:.0f} min" if timed >= sessions else f"at least {running_s / 60:.0f} min"
+        return f"wall time {minutes(span_min)} (datasets, trials and results)"
+    running = minutes(running_s / 60) if timed >= sessions else f"at least {minutes(running_s / 60)}"
     n = sessions - timed
     untimed = "" if n <= 0 else f"; {n} of them killed or cut off from MLflow before logging {'its' if n == 1 else 'their'} time"
-    return (f"{span_min:.0f} min from start to end, of which {running} running in {sessions} sessions (datasets, "
+    return (f"{minutes(span_min)} from start to end, of which {running} running in {sessions} sessions (datasets, "
             f"trials and results; the time between sessions not counted{untimed})")
 
 
@@ -263,7 +272,9 @@ def experiment_runs(uri: str, name: str | None) -> tuple[list, list]:
     c = tracking.client(uri)
     exp = tracking.retry(lambda: c.get_experiment_by_name(name)) if name else None
     if exp is None:
-        raise ValueError(f"no MLflow experiment named {name!r} at {tracking.display_uri(uri)}")
+        names = sorted(e.name for e in tracking.retry(lambda: c.search_experiments()) if e.name != "Default")
+        there = f"; its experiments: {short_repr(names)}" if names else "; it holds no experiment"
+        raise ValueError(f"no MLflow experiment named {short_repr(name)} at {tracking.display_uri(uri)}{there}")
     if exp.lifecycle_stage == "deleted":
         raise ValueError(f"MLflow experiment {name!r} at {tracking.display_uri(uri)} is deleted (restore it first: "
                          f"mlflow experiments restore --experiment-id {exp.experiment_id})")
