@@ -101,3 +101,19 @@ def test_numpy_numbers_in_a_sweep_become_plain_numbers():
     assert [t.config.task.kwargs["length"] for t in ts] == [2, 3] and {t.config.seed for t in ts} == {1}
     assert all(type(t.config.seed) is int for t in ts)
     json.dumps([to_dict(t.config) for t in ts])  # saved as JSON and YAML: plain numbers only
+
+
+def test_train_says_what_it_trains_and_how_long_is_left():
+    from attention_tuner.config import TrialConfig, apply_overrides, build
+
+    paper = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", "task.kwargs.length": 10})
+    line = cli.trial_summary(paper, "cpu")
+    assert line.startswith("training Hallway (length=10), seed 0: attention_tuner, d_model 512, 4 layers x 2 heads")
+    assert "300 epochs of batch 64, on the CPU" in line and "--preset cpu" in line  # the paper's size on a CPU
+    assert "--preset cpu" not in cli.trial_summary(paper, "cuda")
+    assert cli.progress_head(paper, 3, {"perf/epoch_s": 2.0}) == "epoch   3/300 (2.0 s each, ~10 min left)"
+    assert cli.progress_head(paper, 299, {"perf/epoch_s": 2.0}) == "epoch 299/300 (2.0 s each, ~2 s left)"
+    assert cli.progress_head(paper, 300, {"perf/epoch_s": 2.0}) == "epoch 300/300"
+    rl = apply_overrides(paper, {"algorithm": "ppo_lstm", "rl.env_steps": 5000})
+    assert "PPO with an LSTM (RL baseline), 5,000 environment steps" in cli.trial_summary(rl, "cpu")
+    assert cli.progress_head(rl, 7, {}) == "iteration    7"

@@ -150,6 +150,37 @@ def trial_config(args: argparse.Namespace):
     return apply_overrides(cfg, overrides)
 
 
+def trial_summary(cfg, device: str) -> str:
+    """One line, before anything starts: what is trained, how big, how long, where."""
+    from attention_tuner.config import approx_parameters
+
+    kwargs = ", ".join(f"{k}={v}" for k, v in cfg.task.kwargs.items())
+    task = f"{cfg.task.name} ({kwargs})" if kwargs else cfg.task.name
+    if cfg.algorithm == "ppo_lstm":
+        return f"training {task}, seed {cfg.seed}: PPO with an LSTM (RL baseline), {cfg.rl.env_steps:,} environment steps"
+    m = cfg.model
+    line = (f"training {task}, seed {cfg.seed}: {cfg.method}, d_model {m.d_model}, {m.n_layers} layers x {m.n_heads} "
+            f"heads, about {approx_parameters(m) / 1e6:.1f}M parameters; {cfg.data.episodes:,} demonstrations, "
+            f"{cfg.optim.epochs} epochs of batch {cfg.optim.batch_size}, on the {device.upper()}")
+    if device == "cpu" and m.d_model >= 512:
+        line += " (the paper's model size: hours on a CPU; --preset cpu is a CPU-sized model)"
+    return line
+
+
+def progress_head(cfg, epoch: int, m: dict[str, float]) -> str:
+    """'epoch  3/50 (1.2 s each, ~1 min left)'; for the RL baseline 'iteration 7'."""
+    if cfg.algorithm == "ppo_lstm":
+        return f"iteration {epoch:>4}"
+    n = cfg.optim.epochs
+    head = f"epoch {epoch:>{len(str(n))}}/{n}"
+    took = m.get("perf/epoch_s")
+    if not took or epoch >= n:
+        return head
+    left = took * (n - epoch)
+    left_text = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min" if left < 5400 else f"{left / 3600:.1f} h"
+    return f"{head} ({took:.1f} s each, ~{left_text} left)"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     need(args.actors is None or args.actors >= 0, f"--actors must be >= 0, got {args.actors}")
     cfg = trial_config(args)  # every value checked before anything starts
@@ -160,22 +191,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = check_output_folder(f"runs/{cfg.task.name}-{cfg.method}-seed{cfg.seed}" if args.out is None else args.out,
                               "--out")
     check_output_folder(args.data_root, "--data-root")
+    device = "cpu"
     if cfg.algorithm != "ppo_lstm":
         from attention_tuner.training import pick_device
 
-        pick_device(cfg.device)  # device cuda without one: said now, not after the dataset is generated
+        device = pick_device(cfg.device).type  # device cuda without one: said now, not after the dataset
     from attention_tuner.trial import run_trial
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    print(trial_summary(cfg, device), flush=True)
 
     def show(m: dict[str, float], epoch: int, _ckpt: Path | None) -> None:
         keys = ("train/action_loss", "train/memory_loss", "val/accuracy", "val/decision_accuracy",
-                "val/expert_attention_mass", "val/recall_attention_mass", "train/episode_return_mean", "perf/env_steps", "eval/success_rate",
-                "perf/samples_per_s")
-        unit = "iteration" if cfg.algorithm == "ppo_lstm" else "epoch"
-        print(f"{unit} {epoch:>4}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)
+                "val/expert_attention_mass", "val/recall_attention_mass", "train/episode_return_mean",
+                "perf/env_steps", "eval/success_rate", "perf/samples_per_s")
+        print(f"{progress_head(cfg, epoch, m)}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)
 
     result = run_trial(cfg, out, args.data_root, report=show, actors=args.actors, progress=True)
+    final = {k: v for k, v in result["metrics"].items() if k in ("eval/success_rate", "val/accuracy")}
+    if final and result["done_before"] is None:
+        print("done: " + ", ".join(f"{k}={v:.3f}" for k, v in final.items())
+              + (f" (on {cfg.eval.episodes} held-out seeds)" if "eval/success_rate" in final else ""))
     if result["done_before"] is not None:
         unit, budget = (("iterations", f"{cfg.rl.env_steps} environment steps") if cfg.algorithm == "ppo_lstm"
                         else ("epochs", f"{cfg.optim.epochs} epochs"
@@ -310,11 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
                    help="configuration override, e.g. optim.lr=1e-3 or memory.weight=0 (vanilla)")
     p.add_argument("--preset", action="append", choices=sorted(PRESETS),
-                   help="named overrides applied before --set (vanilla, cpu, smoke, ...)")
+                   help="named overrides, repeatable, applied in order before --set; without any, the paper's "
+                        "settings (d_model 512, 300 epochs: GPU-sized); cpu: a CPU-sized model; vanilla: the memory "
+                        "loss off (attention_tuner, on, is the default)")
     p.add_argument("--config", help="YAML trial configuration to start from")
     p.add_argument("--out", help="run folder (default runs/<task>-<method>-seed<seed>); resumed if present")
     p.add_argument("--data-root", default="datasets", help="dataset root folder")
-    p.add_argument("--actors", type=int, default=None, help="Ray actors for generation (0: in-process)")
+    p.add_argument("--actors", type=int, default=None,
+                   help="Ray actors for generation (default: one per CPU; 0: in-process, no Ray)")
     p.set_defaults(func=cmd_train)
 
     p = add(sub, "evaluate", help="closed-loop evaluation of a checkpoint on held-out seeds")
