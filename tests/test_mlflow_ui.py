@@ -73,8 +73,9 @@ def test_mlflow_ui_shows_parent_children_and_success_rate(mlflow_server, tiny_sw
     try:
         wait = WebDriverWait(d, 60)
         text = lambda: d.find_element(By.TAG_NAME, "body").text  # noqa: E731
+        parent = c.search_runs([exp.experiment_id], filter_string="tags.`mlflow.parentRunId` IS NULL")[0]
         d.get(f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs")
-        wait.until(lambda _: "sweep tiny" in text())
+        wait.until(lambda _: parent.data.tags["sweep_id"] in text())  # the parent is named by its sweep run
         assert "000-vanilla" not in text()  # children are nested under the parent, collapsed
         d.find_element(By.XPATH, "//*[contains(@class,'ag-row')]//button").click()  # expand the parent
         wait.until(lambda _: "000-vanilla" in text() and "001-attention" in text())
@@ -87,5 +88,7 @@ def test_mlflow_ui_shows_parent_children_and_success_rate(mlflow_server, tiny_sw
         shown = [f"{value:g}"[:5], str(round(value, 3)), str(round(value, 4)), f"{value:.3f}"]  # however it rounds
         assert value > 0.01 and any(s in text() for s in shown), (value, text()[:3000])
         d.save_screenshot(str(tmp_path / "child.png"))
+        d.get(f"{mlflow_server}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}")
+        wait.until(lambda _: "Smoke test: vanilla vs AttentionTuner" in text())  # the sweep's description
     finally:
         d.quit()

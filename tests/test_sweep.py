@@ -97,7 +97,13 @@ def test_tiny_sweep_writes_one_parent_and_two_child_runs(tiny_sweep):
     parent = parents[0]
     assert parent.data.tags["sweep"] == "tiny" and parent.data.tags["git_commit"] and parent.info.status == "FINISHED"
     assert parent.data.metrics["sweep/sessions"] == 1 and parent.data.metrics["sweep/running_s"] > 0
+    # in the UI: the parent named by its sweep run (runs of one sweep apart), its description, the commit
+    sweep_id = parent.data.tags["sweep_id"]
+    assert re.fullmatch(r"tiny-\d{8}-\d{6}(-\d+)?", sweep_id) and parent.data.tags["mlflow.runName"] == sweep_id
+    assert parent.data.tags["mlflow.note.content"].startswith("Smoke test: vanilla vs AttentionTuner")
+    assert parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["git_commit"]
     for child in children:
+        assert child.data.tags["sweep_id"] == sweep_id
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.data.tags["device"] == "cpu"  # what device: auto became
         assert child.info.status == "FINISHED"
@@ -106,7 +112,11 @@ def test_tiny_sweep_writes_one_parent_and_two_child_runs(tiny_sweep):
         assert [m.step for m in history] == [1, 2]
         assert "train/action_loss" in child.data.metrics
         artifacts = {a.path for a in c.list_artifacts(child.info.run_id)}
-        assert {"attention.png", "curves.png", "checkpoint", "dataset_manifest.json"} <= artifacts
+        assert {"attention.png", "curves.png", "checkpoint", "dataset_manifest.json", "config.yaml"} <= artifacts
+        from attention_tuner.config import load_yaml  # the trial again: `train --config config.yaml`
+
+        config = load_yaml(c.download_artifacts(child.info.run_id, "config.yaml"))
+        assert config.task.name == "Ordering" and config.method == child.data.params["label.method"]
     assert "results.md" in {a.path for a in c.list_artifacts(parent.info.run_id)}
 
 

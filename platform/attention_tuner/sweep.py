@@ -292,7 +292,7 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     cfg = build(TrialConfig, spec["config"])
     uri, run_dir = ctx["uri"], Path(ctx["trials"]) / spec["key"]
     run_id = tracking.child_run(uri, ctx["experiment_id"], ctx["parent"], spec["key"], ctx["sweep"],
-                                trial_params(Trial(spec["key"], spec["labels"], cfg)))
+                                trial_params(Trial(spec["key"], spec["labels"], cfg)), ctx.get("sweep_id", ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     demos.atomic_write_bytes(run_dir / "worker.pid", f"{os.getpid()}\n".encode())  # which process runs it
     keep_reported_checkpoint(run_dir / "checkpoint", tune.get_checkpoint())
@@ -313,7 +313,8 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
         device = trial_device(cfg, ray.get_gpu_ids() if ray.is_initialized() else [])
         tracking.set_tags(uri, run_id, {"device": device})  # what `device: auto` became on this node
         result = run_trial(cfg, run_dir, ctx["data_root"], report=report)
-        for art in result["artifacts"]:
+        config_file = [run_dir / "config.yaml"] if (run_dir / "config.yaml").is_file() else []  # for `train --config`
+        for art in [*result["artifacts"], *config_file]:
             tracking.log_artifact(uri, run_id, art)
         tracking.log_artifact(uri, run_id, result["checkpoint"], "checkpoint")
         if result["manifest"] is not None:  # the RL baseline learns from no dataset
@@ -452,7 +453,8 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     demos.atomic_write_bytes(latest, (run_name + "\n").encode())
 
     experiment_id = tracking.ensure_experiment(uri, spec.name)
-    parent = tracking.start_parent(uri, experiment_id, spec.name, run_name, parent_params(spec, ts))
+    parent = tracking.start_parent(uri, experiment_id, spec.name, run_name, parent_params(spec, ts),
+                                   spec.description)
     session = tracking.start_session(uri, parent, resumed=resume)
     try:
         return _run_session(spec, ts, resume, uri, root, home, experiment_id, parent, verbose)
@@ -480,7 +482,7 @@ def _run_session(spec: SweepSpec, ts: list[Trial], resume: bool, uri: str, root:
     demos.release_workers()  # their CPUs go to the trials
 
     ctx = {"uri": uri, "experiment_id": experiment_id, "parent": parent, "sweep": spec.name,
-           "trials": str(home / "trials"), "data_root": str(data_root)}
+           "trials": str(home / "trials"), "data_root": str(data_root), "sweep_id": home.name}
     trainer = tune.with_resources(tune.with_parameters(trainable, ctx=ctx),
                                   {"cpu": spec.resources.get("cpu", 1), "gpu": spec.resources.get("gpu", 0)})
     space = {"trial": tune.grid_search([{"key": t.key, "labels": t.labels,

@@ -231,6 +231,12 @@ def git_commit() -> str:
         return "unknown"
 
 
+def commit_tags() -> dict[str, str]:
+    """The code's commit: our ``git_commit`` tag (reports read it) and MLflow's own, which its UI shows."""
+    commit = git_commit()
+    return {"git_commit": commit, **({"mlflow.source.git.commit": commit} if commit != "unknown" else {})}
+
+
 def ensure_experiment(uri: str, name: str, artifacts: str | Path | None = None) -> str:
     """Create (or find) the experiment; artifacts go to an absolute location beside the store."""
     c = client(uri)
@@ -244,35 +250,40 @@ def ensure_experiment(uri: str, name: str, artifacts: str | Path | None = None) 
     return retry(lambda: c.create_experiment(name, artifact_location=location))
 
 
-def find_run(uri: str, experiment_id: str, tags: dict[str, str]) -> str | None:
-    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+def find_run(uri: str, experiment_id: str, tags: dict[str, str], parent: bool = False) -> str | None:
+    """A run with these tags; ``parent``: a run that is no trial's (its trials carry its ``sweep_id`` too)."""
+    query = " and ".join([f"tags.{k} = '{v}'" for k, v in tags.items()]
+                         + ([f"tags.`{PARENT_TAG}` IS NULL"] if parent else []))
     runs = retry(lambda: client(uri).search_runs([experiment_id], filter_string=query, max_results=2))
     return runs[0].info.run_id if runs else None
 
 
-def start_parent(uri: str, experiment_id: str, sweep: str, sweep_id: str, params: dict[str, Any]) -> str:
-    """The sweep's parent run; the same ``sweep_id`` (a resumed sweep) finds the same run."""
-    found = find_run(uri, experiment_id, {"sweep_id": sweep_id})
+def start_parent(uri: str, experiment_id: str, sweep: str, sweep_id: str, params: dict[str, Any],
+                 description: str = "") -> str:
+    """The sweep's parent run, named ``sweep_id`` (each run of a sweep apart in the UI); the same ``sweep_id``
+    (a resumed sweep) finds the same run. ``description`` becomes the run's description in the UI."""
+    found = find_run(uri, experiment_id, {"sweep_id": sweep_id}, parent=True)
     if found:
         retry(lambda: client(uri).update_run(found, status="RUNNING"))
         log_missing_params(uri, found, params)
         return found
-    tags = {SWEEP_TAG: sweep, "sweep_id": sweep_id, "git_commit": git_commit(), "package_version": __version__,
-            "mlflow.runName": f"sweep {sweep}"}
+    tags = {SWEEP_TAG: sweep, "sweep_id": sweep_id, **commit_tags(), "package_version": __version__,
+            "mlflow.runName": sweep_id, "mlflow.note.content": description}
     run = retry(lambda: client(uri).create_run(experiment_id, tags=tags))
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
 
 
-def child_run(uri: str, experiment_id: str, parent: str, trial_key: str, sweep: str, params: dict[str, Any]) -> str:
+def child_run(uri: str, experiment_id: str, parent: str, trial_key: str, sweep: str, params: dict[str, Any],
+              sweep_id: str = "") -> str:
     """The trial's nested run: created once, found again when the trial is retried or the sweep resumed."""
     found = find_run(uri, experiment_id, {TRIAL_TAG: trial_key, "parent_run": parent})
     if found:
         retry(lambda: client(uri).update_run(found, status="RUNNING"))
         log_missing_params(uri, found, params)
         return found
-    tags = {PARENT_TAG: parent, "parent_run": parent, TRIAL_TAG: trial_key, SWEEP_TAG: sweep,
-            "git_commit": git_commit(), "package_version": __version__, "mlflow.runName": trial_key}
+    tags = {PARENT_TAG: parent, "parent_run": parent, TRIAL_TAG: trial_key, SWEEP_TAG: sweep, "sweep_id": sweep_id,
+            **commit_tags(), "package_version": __version__, "mlflow.runName": trial_key}
     run = retry(lambda: client(uri).create_run(experiment_id, tags=tags))
     log_params(uri, run.info.run_id, params)
     return run.info.run_id
