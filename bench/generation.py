@@ -108,7 +108,7 @@ before = rss('VmRSS:')
 t = time.perf_counter()
 d = datasets.load(sys.argv[1])
 train, val = datasets.split(d, 0.1)
-ann = datasets.annotations(d, 1.0, 0, NoiseConfig())
+ann = datasets.annotated_pairs(d, 1.0, 0, NoiseConfig())
 elapsed = time.perf_counter() - t
 print(json.dumps({'seconds': elapsed, 'peak_extra_bytes': rss('VmHWM:') - before, 'episodes': len(d),
                   'steps': int(d.offsets[-1]), 'array_bytes': int(d.obs.nbytes + d.actions.nbytes)}))

@@ -35,14 +35,14 @@ def test_annotations_among_some_episodes_take_the_fraction_of_those(demo):
     among = np.arange(0, len(demo), 2)
     kept = {}
     for f in (0.01, 0.2, 0.5, 1.0):
-        pairs = datasets.annotations(demo, f, seed=5, noise=NoiseConfig(), among=among)
+        pairs = datasets.annotated_pairs(demo, f, seed=5, noise=NoiseConfig(), among=among)
         kept[f] = {i for i, p in enumerate(pairs) if p is not None}
         assert kept[f] <= set(among.tolist()) and len(kept[f]) == max(1, round(f * len(among)))
     assert kept[0.01] <= kept[0.2] <= kept[0.5] <= kept[1.0]  # nested, as without `among`
 
 
 def test_no_noise_gives_exactly_the_expert_pairs(demo):
-    pairs = datasets.annotations(demo, 1.0, seed=0, noise=NoiseConfig())
+    pairs = datasets.annotated_pairs(demo, 1.0, seed=0, noise=NoiseConfig())
     for got, expert in zip(pairs, demo.pairs, strict=True):
         np.testing.assert_array_equal(got, expert)
 
@@ -50,8 +50,8 @@ def test_no_noise_gives_exactly_the_expert_pairs(demo):
 def test_noise_is_deterministic_causal_and_leaves_the_data_alone(demo):
     before = [p.copy() for p in demo.pairs]
     noise = NoiseConfig(drop=0.3, shift=2, spurious=0.5)
-    a = datasets.annotations(demo, 1.0, seed=1, noise=noise)
-    b = datasets.annotations(demo, 1.0, seed=1, noise=noise)
+    a = datasets.annotated_pairs(demo, 1.0, seed=1, noise=noise)
+    b = datasets.annotated_pairs(demo, 1.0, seed=1, noise=noise)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     changed = 0
@@ -66,7 +66,7 @@ def test_noise_is_deterministic_causal_and_leaves_the_data_alone(demo):
 
 
 def test_drop_all_keeps_only_self_pairs(demo):
-    got = datasets.annotations(demo, 1.0, seed=0, noise=NoiseConfig(drop=1.0))
+    got = datasets.annotated_pairs(demo, 1.0, seed=0, noise=NoiseConfig(drop=1.0))
     assert all(np.all(p[:, 0] == p[:, 1]) for p in got)
 
 
@@ -85,7 +85,7 @@ def test_split_is_fixed_and_disjoint(demo):
 
 
 def test_batches_pad_only_to_their_longest_episode(demo):
-    pairs = datasets.annotations(demo, 0.5, seed=0, noise=NoiseConfig())
+    pairs = datasets.annotated_pairs(demo, 0.5, seed=0, noise=NoiseConfig())
     index = np.arange(len(demo))
     seen = []
     for batch in datasets.batches(demo, index, pairs, batch_size=8, rng=np.random.default_rng(0)):
@@ -101,7 +101,7 @@ def test_batches_pad_only_to_their_longest_episode(demo):
 
 
 def test_length_bucketing_cuts_padding_and_still_covers_every_episode(demo):
-    pairs = datasets.annotations(demo, 1.0, seed=0, noise=NoiseConfig())
+    pairs = datasets.annotated_pairs(demo, 1.0, seed=0, noise=NoiseConfig())
     index = np.arange(len(demo))
 
     def padded(bucket):

@@ -163,7 +163,7 @@ def test_fraction_zero_gives_the_vanilla_gradients(demo):
         model = training.build_model(cfg, 7)
         model.eval()  # no dropout: compare the math only
         step = training.Stepper(cfg, model, torch.device("cpu"))
-        pairs = datasets.annotations(demo, cfg.data.annotation_fraction, cfg.seed, cfg.data.noise)
+        pairs = datasets.annotated_pairs(demo, cfg.data.annotation_fraction, cfg.seed, cfg.data.noise)
         batch = datasets.make_batch(demo, np.arange(8), pairs)
         out = step(batch)
         out["loss"].backward()
@@ -188,7 +188,7 @@ def test_precision_sets_the_cpu_training_arithmetic(demo, precision, dtype, tmp_
     torch.manual_seed(0)
     model = training.build_model(cfg, 7)
     step = training.Stepper(cfg, model, torch.device("cpu"))
-    pairs = datasets.annotations(demo, 1.0, 0, cfg.data.noise)
+    pairs = datasets.annotated_pairs(demo, 1.0, 0, cfg.data.noise)
     out = step(datasets.make_batch(demo, np.arange(8), pairs))
     assert out["logits"].dtype == dtype
     assert torch.isfinite(out["loss"]) and "memory_loss" in out

@@ -244,7 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise checkpoint.CheckpointError(
             f"{checkpoint.resolve(args.checkpoint)}: saved configuration is not valid here ({e})") from None
-    kwargs = {**cfg.task.kwargs, **cfg.eval.kwargs, **extra}  # as the trial's own evaluations, then --kw
+    kwargs = {**cfg.eval_task_kwargs, **extra}  # as the trial's own evaluations, then --kw
     check_task_kwargs(cfg.task.name, kwargs, "--kw")
     if rl_baseline:
         res = rl.evaluate(module, cfg, kwargs, args.episodes, args.num_envs)

@@ -201,6 +201,11 @@ class TrialConfig:
             return "ppo_lstm"
         return "attention_tuner" if self.memory.weight > 0 and self.data.annotation_fraction > 0 else "vanilla"
 
+    @property
+    def eval_task_kwargs(self) -> dict[str, Any]:
+        """The task parameters the closed-loop evaluation plays: task.kwargs, then eval.kwargs over them."""
+        return {**self.task.kwargs, **self.eval.kwargs}
+
 
 # ---------------------------------------------------------------------------------------------- building
 
@@ -501,7 +506,7 @@ def validate(cfg: TrialConfig) -> TrialConfig:
         cfg = dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, name=name))
     check_task_kwargs(cfg.task.name, cfg.task.kwargs, "task.kwargs")
     if cfg.eval.kwargs:
-        check_task_kwargs(cfg.task.name, {**cfg.task.kwargs, **cfg.eval.kwargs}, "eval.kwargs")
+        check_task_kwargs(cfg.task.name, cfg.eval_task_kwargs, "eval.kwargs")
     for key, value in flatten(cfg).items():  # inf or nan passes every range check below
         need(not isinstance(value, float) or math.isfinite(value), f"{key} must be a finite number, got {value}")
         top = SEED_MAX if key == "seed" else INT_MAX

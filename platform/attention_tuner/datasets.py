@@ -152,7 +152,7 @@ def noisy_pairs(pairs: np.ndarray, noise: NoiseConfig, rng: np.random.Generator)
     return out[np.lexsort((out[:, 0], out[:, 1]))]
 
 
-def annotations(demos: Demonstrations, fraction: float, seed: int, noise: NoiseConfig,
+def annotated_pairs(demos: Demonstrations, fraction: float, seed: int, noise: NoiseConfig,
                 among: np.ndarray | None = None) -> list[np.ndarray | None]:
     """Per episode: its (possibly noisy) pairs if annotated, else None.
 

@@ -299,7 +299,7 @@ def _train(algo: Any, cfg: TrialConfig, ckpt_dir: Path | None, state: dict[str, 
         history = list(state["history"])
         trained_s = trained_seconds(history)
     metrics: dict[str, float] = history[-1] if history else {}
-    kwargs = {**cfg.task.kwargs, **cfg.eval.kwargs}
+    kwargs = cfg.eval_task_kwargs
     while env_steps < cfg.rl.env_steps:
         t0 = time.perf_counter()
         result = algo.train()

@@ -170,7 +170,7 @@ def trial_data(cfg: TrialConfig, demos: datasets.Demonstrations
     """(training indices, held-out indices, per-episode pairs) of a trial: the annotated fraction is of the
     training episodes (a seed-determined subset, nested across fractions); held-out episodes get None."""
     train_idx, val_idx = datasets.split(demos, cfg.data.val_fraction)
-    pairs = datasets.annotations(demos, cfg.data.annotation_fraction, cfg.seed, cfg.data.noise, among=train_idx)
+    pairs = datasets.annotated_pairs(demos, cfg.data.annotation_fraction, cfg.seed, cfg.data.noise, among=train_idx)
     return train_idx, val_idx, pairs
 
 
@@ -245,7 +245,7 @@ def train(
         stop = out_of_time(cfg, trained_s)
         last = epoch + 1 == cfg.optim.epochs or stop
         if cfg.eval.episodes and ((epoch + 1) % cfg.eval.every == 0 or last):
-            kwargs = {**cfg.task.kwargs, **cfg.eval.kwargs}
+            kwargs = cfg.eval_task_kwargs
             result = evaluate(model, cfg.task.name, kwargs, cfg.eval.episodes, cfg.eval.num_envs, device=device)
             metrics.update({f"eval/{k}": v for k, v in result.items()})
         metrics["epoch"] = float(epoch + 1)
