@@ -331,3 +331,10 @@ def test_a_gap_without_any_spread_is_not_called_significant():
             row(3, "vanilla", 0.995)]
     (v,) = verdicts(rows)
     assert v["p"] is None and v["verdict"].startswith("cannot test: every seed of each method the same")
+
+
+def test_durations_read_as_a_person_says_them():
+    from attention_tuner.report import duration
+
+    assert [duration(s) for s in (0.2, 14, 89, 420, 3 * 3600 + 1800, 145 * 86400)] == [
+        "0.2 s", "14 s", "89 s", "7 min", "3.5 h", "145 days"]

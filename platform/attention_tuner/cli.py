@@ -176,9 +176,9 @@ def progress_head(cfg, epoch: int, m: dict[str, float]) -> str:
     took = m.get("perf/epoch_s")
     if not took or epoch >= n:
         return head
-    left = took * (n - epoch)
-    left_text = f"{left:.0f} s" if left < 90 else f"{left / 60:.0f} min" if left < 5400 else f"{left / 3600:.1f} h"
-    return f"{head} ({took:.1f} s each, ~{left_text} left)"
+    from attention_tuner.report import duration
+
+    return f"{head} ({took:.1f} s each, ~{duration(took * (n - epoch))} left)"
 
 
 def cmd_train(args: argparse.Namespace) -> int:

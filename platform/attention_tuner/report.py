@@ -204,8 +204,21 @@ def verdict_table(rows: list[TrialRow]) -> str:
     return "\n".join(lines)
 
 
+def duration(seconds: float) -> str:
+    """A time as a person reads it: '0.2 s', '14 s', '7 min', '3.5 h', '145 days'."""
+    if seconds < 1:
+        return f"{seconds:.1g} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
 def minutes(m: float) -> str:
-    """'14 s' under a minute, else '7 min'."""
+    """A wall time given in minutes: '14 s' under a minute, else '7 min' (a report's unit for sweeps)."""
     return f"{m * 60:.0f} s" if m < 1 else f"{m:.0f} min"
 
 

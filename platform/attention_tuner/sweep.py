@@ -42,7 +42,7 @@ from attention_tuner.presets import (  # noqa: F401  (for sweep files)
     PAPER_TASKS,
     RL_BASELINE,
 )
-from attention_tuner.report import mean_cell, mean_se, pick_main_heads, rate
+from attention_tuner.report import duration, mean_cell, mean_se, pick_main_heads, rate
 
 
 @dataclass(frozen=True)
@@ -263,10 +263,10 @@ def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
         lines.append(f"  {task} {kwargs} episodes={n} seeds from {seed}")
     est = cost(ts)
     lines.append(f"cost estimate: {est['pflop']:.3g} PFLOP of training (6 x params x tokens and the encoder's "
-                 f"convolutions, real steps only); about {est['cpu_hours']:.3g} h at {CPU_FLOPS / 1e9:.0f} GFLOP/s "
-                 f"(measured on a 2-core CPU; less where views repeat: each distinct one is encoded once), "
-                 f"{est['gpu_hours'] * 60:.3g} GPU-minutes at {GPU_FLOPS / 1e12:.0f} "
-                 "TFLOP/s (assumed: one A10G of cluster.yaml, bf16); datasets and evaluation not included")
+                 f"convolutions, real steps only); about {duration(est['cpu_hours'] * 3600)} on a 2-core CPU at "
+                 f"{CPU_FLOPS / 1e9:.0f} GFLOP/s (measured; less where views repeat: each distinct one is encoded "
+                 f"once), {duration(est['gpu_hours'] * 3600)} of one GPU at {GPU_FLOPS / 1e12:.0f} TFLOP/s (assumed: "
+                 "an A10G of cluster.yaml, bf16), in all trials together; datasets and evaluation not included")
     rl_trials = [t.config for t in ts if t.config.algorithm == "ppo_lstm"]
     if rl_trials:
         lines.append(f"RL baseline (ppo_lstm): {len(rl_trials)} trials, {sum(c.rl.env_steps for c in rl_trials):,} "
