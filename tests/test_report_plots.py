@@ -297,6 +297,6 @@ def test_a_trial_pictures_the_first_held_out_episode_with_a_recall_on_integer_ti
     trial.write_pictures(run, data)
     (episode, title), *ticks = drawn
     assert episode == second
-    assert f"held-out episode {second} (episode seed {int(data.seeds[second])})" in title
+    assert f"validation episode {second} (episode seed {int(data.seeds[second])})" in title
     assert len(ticks) == 3  # expert pairs and the model's 2 heads
     assert all(float(t).is_integer() for t in sum(ticks, []))

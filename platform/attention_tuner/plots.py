@@ -59,7 +59,8 @@ def attention_figure(model, encode, demos: datasets.Demonstrations, episode: int
     for s, (layer, head) in enumerate(heads):
         mark = " (supervised)" if (layer, head) in supervised else ""
         panels.append((f"layer {layer} head {head}{mark}", attn[0, s].float().cpu().numpy()[0::2, 0::2]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1, 4.2), squeeze=False,
+                             layout="constrained")  # title, panels and colour bar close together
     for i, (ax, (name, m)) in enumerate(zip(axes[0], panels, strict=True)):
         im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name)
@@ -68,14 +69,14 @@ def attention_figure(model, encode, demos: datasets.Demonstrations, episode: int
         ax.set_xlabel("recalled step p (key)")
         if i == 0:
             ax.set_ylabel("decision step q (query)")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention on observation tokens")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.9, pad=0.01, label="attention on observation tokens")
     fig.suptitle(title or f"episode seed {int(demos.seeds[episode])}: expert vs learned attention")
     return save_png(fig, Path(path))
 
 
 def learning_curves(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
     """Losses, accuracies and success rate against epochs."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4), layout="constrained")
     for key, style in (("train/action_loss", "-"), ("val/action_loss", "--"), ("train/memory_loss", ":")):
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         if pts:
@@ -84,18 +85,22 @@ def learning_curves(history: list[dict[str, float]], path: str | Path, title: st
     ax1.set_ylabel("loss (nats)")
     ax1.set_title("losses")
     ax1.legend()
+    what = {"val/expert_attention_mass": " (every step, all expert keys)",
+            "val/recall_attention_mass": " (decision steps, recalled frames)"}
     for key, style in (("train/accuracy", "-"), ("val/accuracy", "--"), ("val/decision_accuracy", "-."),
                        ("val/expert_attention_mass", ":"), ("val/recall_attention_mass", (0, (1, 4))),
                        ("eval/success_rate", "-")):
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         if pts:
             ax2.plot(*zip(*pts, strict=True), linestyle=style, marker="o" if key.startswith("eval/") else None,
-                     label=key)
+                     label=key + what.get(key, ""))
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("fraction")
     ax2.set_title("accuracy, attention on expert keys, success")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, never over them
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
     fig.suptitle(title)
     return save_png(fig, Path(path))
 

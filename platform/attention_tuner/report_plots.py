@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -30,6 +31,9 @@ from attention_tuner.report import (  # noqa: E402
 )
 
 COLOURS = {"vanilla": "#888888", "attention_tuner": "#d62728", "ppo_lstm": "#1f77b4"}
+# a marker per method too: two methods' equal curves still show both (an open circle around a dot)
+MARKERS: dict[str, dict[str, Any]] = {"vanilla": {"marker": "o", "markerfacecolor": "none", "markersize": 6},
+                                      "attention_tuner": {"marker": "."}, "ppo_lstm": {"marker": "^", "markersize": 4}}
 MAX_COLUMNS = 3  # panels per row of a figure with one panel per task
 FINISHED = "FINISHED"
 
@@ -264,7 +268,7 @@ def learning_curves_figure(rows: list[TrialRow], points: dict[str, list[tuple[fl
             if not pts:
                 continue
             label = curve_label(r)
-            ax.plot(*zip(*pts, strict=True), color=COLOURS.get(r.method), marker=".",
+            ax.plot(*zip(*pts, strict=True), color=COLOURS.get(r.method), **MARKERS.get(r.method, {"marker": "."}),
                     label=label if label not in named else "_nolegend_", **curve_style(r))
             named.add(label)
         if not named:

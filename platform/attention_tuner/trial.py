@@ -138,7 +138,8 @@ def write_pictures(run: Path, data: datasets.Demonstrations) -> list[Path]:
     train, val = datasets.split(data, cfg.data.val_fraction)
     episode = plots.recall_episode(data.pairs, val if len(val) else train)  # one that recalls an earlier step
     encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, "cpu")
-    which = "held-out episode" if len(val) else "training episode (no held-out ones)"
+    # a validation demonstration (held out of training); the closed loop's held-out seeds are others
+    which = "validation episode" if len(val) else "training episode (no validation ones)"
     recall = "" if plots.has_recall(data.pairs[episode]) else ", only self-pairs"
     title = (f"{cfg.task.name} ({cfg.method}, seed {cfg.seed}), {which} {episode} (episode seed "
              f"{int(data.seeds[episode])}{recall}): expert vs learned attention")
