@@ -117,3 +117,14 @@ def test_train_says_what_it_trains_and_how_long_is_left():
     rl = apply_overrides(paper, {"algorithm": "ppo_lstm", "rl.env_steps": 5000})
     assert "PPO with an LSTM (RL baseline), 5,000 environment steps" in cli.trial_summary(rl, "cpu")
     assert cli.progress_head(rl, 7, {}) == "iteration    7"
+
+
+def test_generate_says_when_it_found_the_dataset_already_there(tmp_path, capsys):
+    args = ["generate", "Ordering", "--kw", "length=2", "--episodes", "8", "--actors", "0", "--quiet",
+            "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    first = capsys.readouterr().out
+    assert cli.main(args) == 0
+    second = capsys.readouterr().out
+    assert "Ordering {'length': 2} episodes=8" in first and "reused" not in first
+    assert second.strip().endswith("(found: already generated, reused)")

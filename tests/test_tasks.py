@@ -168,3 +168,10 @@ def test_egocentric_view_is_minigrids_rotation_and_a_copy(agent_dir):
         view = egocentric(window, agent_dir)
         np.testing.assert_array_equal(view, np.rot90(window, k=-(agent_dir + 1) % 4))
         assert view.flags.c_contiguous and not np.shares_memory(view, window)
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_every_action_of_every_task_has_a_name(env_id):
+    env = memory_tasks.make(env_id)
+    names = memory_tasks.ACTION_NAMES[env_id]
+    assert len(names) == int(env.action_space.n) and len(set(names)) == len(names)

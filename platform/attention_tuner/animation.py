@@ -14,8 +14,9 @@ PANEL = 84 * SCALE
 STRIP = 28
 
 
-def episode_frames(episode: memory_tasks.Episode, style: str) -> list[Image.Image]:
-    """One picture per step: the current view, the latest recalled earlier view, and a timeline."""
+def episode_frames(episode: memory_tasks.Episode, style: str, actions: tuple[str, ...] = ()) -> list[Image.Image]:
+    """One picture per step: the current view, the latest recalled earlier view, and a timeline; ``actions``
+    names the actions by index (else their numbers are shown)."""
     pixels = render_batch(episode.symbolic, style)  # (T, 84, 84, 3)
     T = episode.length
     recalled = [episode.pairs[episode.pairs[:, 1] == t, 0] for t in range(T)]
@@ -24,7 +25,8 @@ def episode_frames(episode: memory_tasks.Episode, style: str) -> list[Image.Imag
         canvas = Image.new("RGB", (2 * PANEL + 12, PANEL + STRIP + 36), (24, 24, 24))
         draw = ImageDraw.Draw(canvas)
         canvas.paste(Image.fromarray(pixels[t]).resize((PANEL, PANEL), Image.NEAREST), (0, 18))
-        draw.text((4, 3), f"t={t}  action={int(episode.actions[t])}", fill=(230, 230, 230))
+        act = int(episode.actions[t])
+        draw.text((4, 3), f"t={t}  action: {actions[act] if act < len(actions) else act}", fill=(230, 230, 230))
         earlier = [int(p) for p in recalled[t] if p < t]
         if earlier:
             p = earlier[-1]
@@ -54,7 +56,7 @@ def write_gif(task: str, seed: int, out: str | Path, kwargs: dict | None = None,
     env_id = memory_tasks.resolve_task(task)
     env = memory_tasks.make(env_id, obs_mode="symbolic", **(kwargs or {}))
     episode = memory_tasks.rollout(env, seed)
-    frames = episode_frames(episode, memory_tasks.PIXEL_STYLE[env_id])
+    frames = episode_frames(episode, memory_tasks.PIXEL_STYLE[env_id], memory_tasks.ACTION_NAMES[env_id])
     out = Path(out)
     if out.parent and not out.parent.exists():
         raise ValueError(f"output folder does not exist: {out.parent}")

@@ -126,11 +126,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from attention_tuner import demos
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    where = demos.check_request(demos.Request(args.task, kwargs, args.episodes, args.seed)).directory(args.out)
+    before = (where / demos.MANIFEST).read_bytes() if (where / demos.MANIFEST).is_file() else None
     path = demos.generate(args.task, kwargs, episodes=args.episodes, seed=args.seed,
                           root=args.out, actors=args.actors, progress=not args.quiet)
     manifest = demos.read_manifest(path)
-    print(f"{path}  episodes={manifest['episodes']} failed={manifest['failed']} "
-          f"expert_success={manifest['expert_success_rate']:.3f}")
+    reused = before is not None and (path / demos.MANIFEST).read_bytes() == before
+    print(f"{path}  {memory_tasks.short_name(manifest['task'])} {manifest['kwargs']} episodes={manifest['episodes']} "
+          f"failed={manifest['failed']} expert_success={manifest['expert_success_rate']:.3f}"
+          + ("  (found: already generated, reused)" if reused else ""))
     return 0
 
 

@@ -23,7 +23,7 @@ import gymnasium as gym
 
 from memory_tasks.core import OBS_MODES, Episode, Expert, rollout
 
-__all__ = ["OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout", "short_name", "source_digest"]
+__all__ = ["ACTION_NAMES", "OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout", "short_name", "source_digest"]
 
 # short name -> (gymnasium id, entry point)
 TASKS: dict[str, tuple[str, str]] = {
@@ -41,6 +41,17 @@ PIXEL_STYLE: dict[str, str] = {
     "memory_tasks/Counting-v0": "ltmb",
     "memory_tasks/MortarMayhem-v0": "arena",
     "memory_tasks/MysteryPath-v0": "arena",
+}
+
+# The names of each task's actions, by index (each task module's docstring says what they do there).
+_MINIGRID_ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+_ARENA_ACTIONS = ("no-op", "turn left", "turn right", "forward")
+ACTION_NAMES: dict[str, tuple[str, ...]] = {
+    "memory_tasks/Hallway-v0": _MINIGRID_ACTIONS,
+    "memory_tasks/Ordering-v0": _MINIGRID_ACTIONS,
+    "memory_tasks/Counting-v0": _MINIGRID_ACTIONS,
+    "memory_tasks/MortarMayhem-v0": _ARENA_ACTIONS,
+    "memory_tasks/MysteryPath-v0": _ARENA_ACTIONS,
 }
 
 for _name, (_id, _entry) in TASKS.items():
