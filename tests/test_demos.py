@@ -195,7 +195,7 @@ def test_an_expert_that_fails_too_often_never_reaches_the_evaluation_seeds(tmp_p
 def test_a_workers_error_reaches_the_caller_as_itself(tmp_path, small_shards, ray_local):
     """A shard a Ray worker cannot write (here a folder in its place; a full disk alike) raises the worker's
     OSError, whose one line the CLI prints, not Ray's wrapper with the actor's header."""
-    from attention_tuner.cli import user_error_message
+    from attention_tuner.console import user_error_message
 
     out = demos.Request(REQ["task"], REQ["kwargs"], REQ["episodes"], REQ["seed"]).directory(tmp_path)
     (out / "shard-00000.parquet" / "x").mkdir(parents=True)

@@ -22,26 +22,11 @@ from attention_tuner.config import (
     parse_assignments,
     parse_scalar,
 )
+from attention_tuner.console import OneLineParser, run_command
 from attention_tuner.presets import CLI_PRESETS as PRESETS
 
 DESCRIPTION = ("Memory tasks with scripted experts, demonstration datasets, AttentionTuner training and evaluation, "
                "sweeps (Ray Tune, MLflow) and reports.")
-# ConfigError, DatasetError and CheckpointError are ValueErrors; OSError: a path or the disk (one line each).
-USER_ERRORS = (ValueError, ConfigError, OSError)
-
-
-def user_error_message(e: BaseException) -> str | None:
-    """The one-line message for a user mistake, or None for anything else (a bug: let its traceback show)."""
-    mlflow_errors = sys.modules.get("mlflow.exceptions")  # never imported here: if unloaded, not MLflow's
-    if isinstance(e, OSError) and e.filename is not None:
-        return f"{e.filename}: {e.strerror or type(e).__name__}"
-    if isinstance(e, USER_ERRORS) or (mlflow_errors is not None and isinstance(e, mlflow_errors.MlflowException)):
-        lines = [line for line in str(e).splitlines() if line.strip()]
-        prefix = "MLflow: " if not isinstance(e, USER_ERRORS) else ""
-        return prefix + (lines[0].strip() if lines else type(e).__name__)
-    return None
-
-
 class DefaultsHelp(argparse.HelpFormatter):
     """--help shows each option's default where it has one worth showing (not None or a flag's False)."""
 
@@ -55,14 +40,6 @@ class DefaultsHelp(argparse.HelpFormatter):
 
 def add(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     return sub.add_parser(name, formatter_class=DefaultsHelp, **kwargs)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line on stderr (no usage block), exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        first = message.splitlines()[0] if message else "bad arguments"
-        self.exit(2, f"{self.prog}: error: {first} (see {self.prog} --help)\n")
 
 
 def need(ok: bool, message: str) -> None:
@@ -393,25 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
+    def command() -> int:
         args = build_parser().parse_args(argv)  # inside: Ctrl-C while the modules load is an interruption too
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("\nattention-tuner: interrupted", file=sys.stderr)  # on a line of its own, after any progress bar
-        return 130
-    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing left to say, and no traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail too
-        return 141
-    except MemoryError:
-        print("attention-tuner: error: out of memory (a task, model or batch too large for this machine?)",
-              file=sys.stderr)
-        return 2
-    except Exception as e:
-        message = user_error_message(e)
-        if message is None:
-            raise
-        print(f"attention-tuner: error: {message}", file=sys.stderr)
-        return 2
+
+    return run_command("attention-tuner", command)
 
 
 if __name__ == "__main__":

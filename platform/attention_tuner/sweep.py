@@ -35,6 +35,7 @@ from attention_tuner.config import (
     flatten,
     to_dict,
 )
+from attention_tuner.console import OneLineParser, run_command
 from attention_tuner.presets import (  # noqa: F401  (for sweep files)
     CPU_MODEL,
     METHODS,
@@ -647,8 +648,6 @@ def results_table(rows: list[dict[str, Any]], metric: str = "eval/success_rate")
 
 
 def build_parser(prog: str = "sweep") -> argparse.ArgumentParser:
-    from attention_tuner.cli import OneLineParser
-
     ap = OneLineParser(prog=prog, description="Run a sweep with Ray Tune, tracked in MLflow.")
     ap.add_argument("--dry-run", action="store_true", help="print the trials, datasets and cost; start nothing")
     ap.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
@@ -679,23 +678,10 @@ def execute(spec: SweepSpec, args: argparse.Namespace) -> int:
 
 def main(spec: SweepSpec, argv: list[str] | None = None) -> None:
     """The ``__main__`` of every sweep file (so that ``ray submit cluster.yaml sweeps/x.py`` works)."""
-    from attention_tuner.cli import user_error_message
-
     if _loading is not None:  # a sweep file that runs itself on import, read by `attention-tuner sweep`
         raise ConfigError(f"{_loading}: calls main(...) when imported; call it under "
                           "`if __name__ == \"__main__\":` as sweeps/quickstart.py does")
 
     prog = Path(sys.argv[0]).name
     args = build_parser(prog=prog).parse_args(argv)
-    try:
-        code = execute(spec, args)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:
-        message = user_error_message(e)
-        if message is None:
-            raise
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(code)
+    sys.exit(run_command(prog, lambda: execute(spec, args)))

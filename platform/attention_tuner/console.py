@@ -1,0 +1,59 @@
+"""How a command ends: a user mistake is one line on stderr and exit status 2, never a traceback.
+
+Shared by ``attention-tuner`` (cli.py) and the sweep files run on their own (``python sweeps/x.py``,
+``ray submit cluster.yaml sweeps/x.py``; sweep.main), so both end the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from attention_tuner.config import ConfigError
+
+# ConfigError, DatasetError and CheckpointError are ValueErrors; OSError: a path or the disk (one line each).
+USER_ERRORS = (ValueError, ConfigError, OSError)
+
+
+def user_error_message(e: BaseException) -> str | None:
+    """The one-line message for a user mistake, or None for anything else (a bug: let its traceback show)."""
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # never imported here: if unloaded, not MLflow's
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.filename}: {e.strerror or type(e).__name__}"
+    if isinstance(e, USER_ERRORS) or (mlflow_errors is not None and isinstance(e, mlflow_errors.MlflowException)):
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        prefix = "MLflow: " if not isinstance(e, USER_ERRORS) else ""
+        return prefix + (lines[0].strip() if lines else type(e).__name__)
+    return None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        first = message.splitlines()[0] if message else "bad arguments"
+        self.exit(2, f"{self.prog}: error: {first} (see {self.prog} --help)\n")
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """``command()``'s exit status; Ctrl-C 130, a closed stdout 141, out of memory or a user mistake one line
+    on stderr and 2. Anything else is a bug: its traceback shows."""
+    try:
+        return int(command() or 0)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)  # on a line of its own, after any progress bar
+        return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing left to say, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail too
+        return 141
+    except MemoryError:
+        print(f"{prog}: error: out of memory (a task, model or batch too large for this machine?)", file=sys.stderr)
+        return 2
+    except Exception as e:
+        message = user_error_message(e)
+        if message is None:
+            raise
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
