@@ -128,3 +128,19 @@ def test_generate_says_when_it_found_the_dataset_already_there(tmp_path, capsys)
     second = capsys.readouterr().out
     assert "Ordering {'length': 2} episodes=8" in first and "reused" not in first
     assert second.strip().endswith("(found: already generated, reused)")
+
+
+def test_config_prints_every_key_with_its_meaning_as_yaml_that_train_reads_back(tmp_path, capsys):
+    from attention_tuner.config import flatten, load_yaml
+
+    args = ["Ordering", "--kw", "length=5", "--preset", "cpu", "--set", "optim.epochs=7", "--set",
+            "memory.heads=[[1, 0]]"]
+    assert cli.main(["config", *args]) == 0
+    text = capsys.readouterr().out
+    (tmp_path / "c.yaml").write_text(text)
+    cfg = cli.trial_config(cli.build_parser().parse_args(["train", *args]))
+    assert load_yaml(tmp_path / "c.yaml") == cfg  # `train --config` of what it printed trains the same trial
+    keyed = [line for line in text.splitlines() if ": " in line]
+    assert len(keyed) == len(flatten(cfg)) - len(cfg.task.kwargs) + 1  # task.kwargs on one line
+    assert all("  # " in line for line in keyed), [line for line in keyed if "  # " not in line]
+    assert '  lr: 0.001  # Adam learning rate.' in text

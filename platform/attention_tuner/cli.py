@@ -162,6 +162,15 @@ def progress_head(cfg, epoch: int, m: dict[str, float]) -> str:
     return f"{head} ({took:.1f} s each, ~{duration(took * (n - epoch))} left)"
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """The configuration `train` would use with the same arguments, as YAML with each key's meaning: save it,
+    edit it, pass it back with --config."""
+    from attention_tuner.config import commented_yaml
+
+    print(commented_yaml(trial_config(args)), end="")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     need(args.actors is None or args.actors >= 0, f"--actors must be >= 0, got {args.actors}")
     cfg = trial_config(args)  # every value checked before anything starts
@@ -321,16 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
+    def trial_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
+        p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
+        p.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
+                       help="configuration override, e.g. optim.lr=1e-3 or memory.weight=0 (vanilla); every key: "
+                            "attention-tuner config TASK")
+        p.add_argument("--preset", action="append", choices=sorted(PRESETS),
+                       help="named overrides, repeatable, applied in order before --set; without any, the paper's "
+                            "settings (d_model 512, 300 epochs: GPU-sized); cpu: a CPU-sized model; vanilla: the "
+                            "memory loss off (attention_tuner, on, is the default)")
+        p.add_argument("--config", help="YAML trial configuration to start from")
+
+    p = add(sub, "config", help="print the configuration train would use, every key with what it does (YAML)")
+    trial_arguments(p)
+    p.set_defaults(func=cmd_config)
+
     p = add(sub, "train", help="train one trial (dataset generated or reused)")
-    p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
-    p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
-    p.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
-                   help="configuration override, e.g. optim.lr=1e-3 or memory.weight=0 (vanilla)")
-    p.add_argument("--preset", action="append", choices=sorted(PRESETS),
-                   help="named overrides, repeatable, applied in order before --set; without any, the paper's "
-                        "settings (d_model 512, 300 epochs: GPU-sized); cpu: a CPU-sized model; vanilla: the memory "
-                        "loss off (attention_tuner, on, is the default)")
-    p.add_argument("--config", help="YAML trial configuration to start from")
+    trial_arguments(p)
     p.add_argument("--out", help="run folder (default runs/<task>-<method>-seed<seed>); resumed if present")
     p.add_argument("--data-root", default="datasets", help="dataset root folder")
     p.add_argument("--actors", type=int, default=None,

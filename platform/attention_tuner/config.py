@@ -8,8 +8,10 @@ with a one-line message, so a sweep can only name real fields.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -332,6 +334,50 @@ def flatten(cfg: Any) -> dict[str, Any]:
 
     walk("", to_dict(cfg))
     return out
+
+
+def field_docs() -> dict[str, str]:
+    """Dotted key -> the docstring under its field in this file ('optim.lr' -> 'Adam learning rate.')."""
+    import ast
+    import inspect
+
+    classes = {node.name: node for node in ast.parse(inspect.getsource(sys.modules[__name__])).body
+               if isinstance(node, ast.ClassDef)}
+
+    def docs(cls: type, prefix: str) -> dict[str, str]:
+        body, out = classes[cls.__name__].body, {}
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        for node, after in zip(body, body[1:] + [None], strict=True):
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            name = node.target.id
+            sub = next((c for c in (TaskConfig, NoiseConfig, DataConfig, ModelConfig, MemoryConfig, OptimConfig,
+                                    EvalConfig, RLConfig) if c.__name__ == str(kinds.get(name))), None)
+            if sub is not None:
+                out.update(docs(sub, f"{prefix}{name}."))
+            elif isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+                out[prefix + name] = " ".join(str(after.value.value).split())
+        return out
+
+    return docs(TrialConfig, "")
+
+
+def commented_yaml(cfg: TrialConfig) -> str:
+    """The configuration as YAML that `load_yaml` reads back to ``cfg``, each key with its docstring."""
+    docs, lines = field_docs(), []
+
+    def walk(values: dict[str, Any], prefix: str, indent: str) -> None:
+        for key, value in values.items():
+            doc = docs.get(prefix + key, "")
+            comment = f"  # {doc}" if doc else ""
+            if isinstance(value, dict) and key != "kwargs":
+                lines.append(f"{indent}{key}:")
+                walk(value, f"{prefix}{key}.", indent + "  ")
+            else:
+                lines.append(f"{indent}{key}: {json.dumps(value)}{comment}")
+
+    walk(to_dict(cfg), "", "")
+    return "\n".join(lines) + "\n"
 
 
 def set_dotted(values: dict[str, Any], key: str, value: Any, _full: str = "") -> dict[str, Any]:
