@@ -155,7 +155,7 @@ CASES = [
     Case("generate-unknown-task", ["generate", "Maze", "--episodes", "5", "--out", f"{W}/d"],
          "unknown task 'Maze'", absent=(f"{W}/d",)),
     Case("generate-kw-unknown-name", ["generate", "Ordering", "--kw", "size=3", "--episodes", "5", "--out", f"{W}/d"],
-         "Ordering: unknown parameter(s) size", absent=(f"{W}/d",)),
+         "Ordering: unknown parameter(s) size; it has: length (default 50)", absent=(f"{W}/d",)),
     Case("generate-kw-out-of-range", ["generate", "MysteryPath", "--kw", "size=99", "--episodes", "5"],
          "parameter size must be between"),
     Case("generate-kw-obs-mode", ["generate", "Ordering", "--kw", "obs_mode=pixels", "--episodes", "5"],
@@ -171,6 +171,9 @@ CASES = [
     Case("generate-out-not-writable", ["generate", "Hallway", "--episodes", "5", "--out", f"{RO}/d"],
          "cannot write"),
     # ---- train: configuration
+    Case("config-unknown-task", ["config", "Maze"], "task.name: unknown task 'Maze'"),
+    Case("config-set-unknown-key", ["config", "Hallway", "--set", "optim.lrr=1"], "unknown key optim.lrr"),
+    Case("config-missing-file", ["config", "Hallway", "--config", f"{W}/none.yaml"], "config file not found"),
     Case("train-unknown-task", ["train", "Maze", "--out", f"{W}/r"], "task.name: unknown task 'Maze'",
          absent=(f"{W}/r",)),
     Case("train-set-unknown-key", ["train", "Hallway", "--set", "optim.lrr=1"], "unknown key optim.lrr"),

@@ -380,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = add(sub, "demo", help="run every task's expert on a few seeds and write GIFs")
-    p.add_argument("--seeds", type=int, default=20, help="seeds per task")
-    p.add_argument("--out", default="runs/demo", help="folder for the GIFs")
+    p.add_argument("--seeds", type=int, default=20, help="seeds per task (seeds 0..N-1) for the table")
+    p.add_argument("--out", default="runs/demo", help="folder for the GIFs (one per task, seed 0)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -650,7 +650,8 @@ def results_table(rows: list[dict[str, Any]], metric: str = "eval/success_rate")
 def build_parser(prog: str = "sweep") -> argparse.ArgumentParser:
     ap = OneLineParser(prog=prog, description="Run a sweep with Ray Tune, tracked in MLflow.")
     ap.add_argument("--dry-run", action="store_true", help="print the trials, datasets and cost; start nothing")
-    ap.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    ap.add_argument("--resume", action="store_true", help="continue the latest run of this sweep (interrupted or killed), found under the same "
+                    "--storage and tracked in the same --tracking-uri as it was")
     ap.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlruns.db)")
     ap.add_argument("--storage", help="folder for Tune results, trials and datasets (default $ATTENTION_TUNER_STORAGE or runs/sweeps)")
     ap.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",

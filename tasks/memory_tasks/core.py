@@ -91,10 +91,19 @@ def rollout(env: gym.Env, seed: int, max_steps: int | None = None) -> Episode:
 # ---- input checks shared by the task constructors: a user mistake is a ValueError naming the parameter
 
 
-def reject_unknown(task: str, unknown: dict[str, Any]) -> None:
+def reject_unknown(task: str, unknown: dict[str, Any], env_class: type | None = None) -> None:
+    """A ValueError for parameters the task does not have, naming those it has (``env_class``'s keyword
+    parameters other than obs_mode and render_mode)."""
     if unknown:
         names = ", ".join(sorted(unknown))
-        raise ValueError(f"{task}: unknown parameter(s) {names}")
+        known = ""
+        if env_class is not None:
+            import inspect
+
+            params = [p for p in inspect.signature(env_class.__init__).parameters.values()
+                      if p.kind is p.KEYWORD_ONLY and p.name not in ("obs_mode", "render_mode")]
+            known = "; it has: " + ", ".join(f"{p.name} (default {p.default!r})" for p in params)
+        raise ValueError(f"{task}: unknown parameter(s) {names}{known}")
 
 
 _REPR = reprlib.Repr()

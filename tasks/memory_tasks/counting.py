@@ -116,7 +116,7 @@ class CountingEnv(MiniGridEnv):
         render_mode: str | None = None,
         **unknown: Any,
     ):
-        core.reject_unknown(TASK, unknown)
+        core.reject_unknown(TASK, unknown, type(self))
         self.length = core.check_int(TASK, "length", length, 1)
         self.test_freq = core.check_prob(TASK, "test_freq", test_freq)
         self.empty_freq = core.check_prob(TASK, "empty_freq", empty_freq)

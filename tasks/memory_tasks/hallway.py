@@ -118,7 +118,7 @@ class HallwayEnv(MiniGridEnv):
         render_mode: str | None = None,
         **unknown: Any,
     ) -> None:
-        core.reject_unknown(TASK, unknown)
+        core.reject_unknown(TASK, unknown, type(self))
         self.length = core.check_int(TASK, "length", length, 1)
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
         core.check_render_mode(TASK, render_mode, ("human", "rgb_array"))  # MiniGrid's

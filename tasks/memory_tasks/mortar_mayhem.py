@@ -132,7 +132,7 @@ class MortarMayhemEnv(gym.Env):
     def __init__(
         self, *, commands: int = 10, obs_mode: str = "pixels", render_mode: str | None = None, **unknown: Any
     ) -> None:
-        core.reject_unknown(TASK, unknown)
+        core.reject_unknown(TASK, unknown, type(self))
         self.commands = core.check_int(TASK, "commands", commands, 1)
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
         if render_mode not in (None, *self.metadata["render_modes"]):

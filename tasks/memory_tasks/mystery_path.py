@@ -201,7 +201,7 @@ class MysteryPathEnv(gym.Env):
         render_mode: str | None = None,
         **unknown: Any,
     ):
-        core.reject_unknown(TASK, unknown)
+        core.reject_unknown(TASK, unknown, type(self))
         self.size = core.check_int(TASK, "size", size, 3, VIEW)
         self.max_steps = core.check_int(TASK, "max_steps", max_steps, 1)
         self.obs_mode = core.check_obs_mode(TASK, obs_mode)
