@@ -144,3 +144,18 @@ def test_config_prints_every_key_with_its_meaning_as_yaml_that_train_reads_back(
     assert len(keyed) == len(flatten(cfg)) - len(cfg.task.kwargs) + 1  # task.kwargs on one line
     assert all("  # " in line for line in keyed), [line for line in keyed if "  # " not in line]
     assert '  lr: 0.001  # Adam learning rate.' in text
+    # free-form task parameters too: a small float stays a number (JSON's 1e-05 is text to YAML)
+    counting = ["Counting", "--kw", "empty_freq=1e-5", "--set", "eval.kwargs.test_freq=1e-5", "--set", "memory.heads=all"]
+    assert cli.main(["config", *counting]) == 0
+    (tmp_path / "d.yaml").write_text(capsys.readouterr().out)
+    assert load_yaml(tmp_path / "d.yaml") == cli.trial_config(cli.build_parser().parse_args(["train", *counting]))
+
+
+def test_a_broken_pipe_other_than_stdout_is_a_one_line_error(capsys):
+    from attention_tuner.console import run_command
+
+    def command() -> int:
+        raise BrokenPipeError(32, "Broken pipe")  # a worker's or a socket's, stdout is fine
+
+    assert run_command("attention-tuner", command) == 2
+    assert capsys.readouterr().err == "attention-tuner: error: [Errno 32] Broken pipe\n"

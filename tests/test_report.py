@@ -70,6 +70,13 @@ def test_report_writes_tables_csv_and_plots(tmp_path):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_report_goes_beside_the_runs_without_out(tmp_path, monkeypatch):
+    uri = make_store(tmp_path, TRIALS[:1])
+    monkeypatch.chdir(tmp_path)
+    assert cli(["report", "--experiment", "synthetic", "--tracking-uri", uri]) == 0
+    assert (tmp_path / "runs" / "reports" / "synthetic" / "report.md").is_file()
+
+
 def test_report_cli_errors_are_one_line(tmp_path, capsys):
     uri = make_store(tmp_path, TRIALS[:1])
     capsys.readouterr()

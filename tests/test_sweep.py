@@ -258,7 +258,7 @@ def test_a_retry_does_not_log_again_an_epoch_mlflow_already_has(tmp_path, monkey
     def retried(cfg, run_dir, data_root, report):  # the retry trains epochs 1 and 2 (other float rounding)
         for epoch in (1, 2):
             report({"epoch": float(epoch), "train/loss": 0.4}, epoch, None)
-        return {"artifacts": [], "checkpoint": ckpt, "manifest": None}
+        return {"metrics": {"epoch": 2.0, "train/loss": 0.4}, "artifacts": [], "checkpoint": ckpt, "manifest": None}
 
     monkeypatch.setattr(trial_module, "run_trial", retried)
     ctx = {"uri": uri, "experiment_id": exp, "parent": parent, "sweep": "tiny", "trials": str(tmp_path / "trials"),
@@ -416,6 +416,27 @@ def test_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path, mo
     names = [sweep.new_run_name(tmp_path, "tiny") for _ in range(3)]
     assert names == ["tiny-20261203-180000", "tiny-20261203-180000-2", "tiny-20261203-180000-3"]
     assert all((tmp_path / n).is_dir() for n in names)
+
+
+def test_a_trial_without_the_completion_mark_whose_run_finished_is_done():
+    """Tune states saved before the mark existed: their finished trials are restored without it."""
+    rows = [{"trial": "0", "status": "interrupted"}, {"trial": "1", "status": "interrupted"},
+            {"trial": "2", "status": "ok"}, {"trial": "3", "status": "error: died"}]
+    status = {"0": "FINISHED", "1": "RUNNING", "2": "FINISHED", "3": "FAILED"}
+    assert [r["status"] for r in sweep.finished_by_mlflow(rows, status.get)] == [
+        "ok", "interrupted", "ok", "error: died"]
+
+
+def test_progress_does_not_repeat_the_last_evaluation_for_the_completion_mark():
+    from attention_tuner.progress import Progress
+
+    lines: list[str] = []
+    p = Progress(1, clock=lambda: 0.0, out=lambda text, flush: lines.append(text))
+    trial = type("T", (), {"config": {"trial": {"key": "000-x"}}})()
+    last = {"epoch": 2, "eval/success_rate": 0.5}
+    p.on_trial_result(0, [], trial, last)
+    p.on_trial_result(0, [], trial, {**last, sweep.COMPLETE: 1})  # the mark repeats the last result
+    assert lines == ["[00:00] 000-x epoch 2: success 0.50"]
 
 
 def test_progress_prints_one_line_per_trial_event():

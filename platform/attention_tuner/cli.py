@@ -263,7 +263,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if bool(args.experiment) == bool(args.sweep):
         raise ValueError("give exactly one of --experiment NAME or --sweep NAME")
     if args.out is None:  # beside the runs (ignored by git), as `make run` writes its report
-        args.out = str(Path("runs") / "reports" / (args.experiment or args.sweep))
+        name = (args.experiment or args.sweep).strip("/").replace("/", "_") or "report"  # e.g. Databricks paths
+        args.out = str(Path("runs") / "reports" / name)
     check_output_folder(args.out, "--out")
     if args.markdown is not None:  # a file; its folder is created when missing, as for --out
         if Path(args.markdown).is_dir() or not str(args.markdown).strip():

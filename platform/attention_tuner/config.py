@@ -8,7 +8,6 @@ with a one-line message, so a sweep can only name real fields.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import sys
@@ -362,6 +361,13 @@ def field_docs() -> dict[str, str]:
     return docs(TrialConfig, "")
 
 
+def yaml_value(value: Any) -> str:
+    """One value as YAML flow text that reads back as the same value (1e-05 as 1.0e-05, which YAML reads as a
+    number, not as the text JSON's 1e-05 would be)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=sys.maxsize).strip()
+    return text[: -len("...")].strip() if text.endswith("\n...") else text
+
+
 def commented_yaml(cfg: TrialConfig) -> str:
     """The configuration as YAML that `load_yaml` reads back to ``cfg``, each key with its docstring."""
     docs, lines = field_docs(), []
@@ -374,7 +380,7 @@ def commented_yaml(cfg: TrialConfig) -> str:
                 lines.append(f"{indent}{key}:")
                 walk(value, f"{prefix}{key}.", indent + "  ")
             else:
-                lines.append(f"{indent}{key}: {json.dumps(value)}{comment}")
+                lines.append(f"{indent}{key}: {yaml_value(value)}{comment}")
 
     walk(to_dict(cfg), "", "")
     return "\n".join(lines) + "\n"

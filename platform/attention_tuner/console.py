@@ -37,6 +37,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {first} (see {self.prog} --help)\n")
 
 
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader is gone (poll reports an error on its write end)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no stdout, no poll (Windows), not a real file
+        return False
+
+
 def run_command(prog: str, command: Callable[[], int]) -> int:
     """``command()``'s exit status; Ctrl-C 130, a closed stdout 141, out of memory or a user mistake one line
     on stderr and 2. Anything else is a bug: its traceback shows."""
@@ -45,9 +57,12 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)  # on a line of its own, after any progress bar
         return 130
-    except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing left to say, and no traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail too
-        return 141
+    except BrokenPipeError as e:
+        if stdout_closed():  # its reader went away (`| head`): nothing left to say, and no traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail too
+            return 141
+        print(f"{prog}: error: {user_error_message(e)}", file=sys.stderr)  # another pipe: a worker, a socket
+        return 2
     except MemoryError:
         print(f"{prog}: error: out of memory (a task, model or batch too large for this machine?)", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,7 +330,8 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     # Last, once its run is finished: the mark that the trial is done. Tune's own `done` cannot say it: Tune
     # leaves it out of the results it saves (a resumed sweep's finished trials lack it) and ends the trials it
     # stopped at Ctrl-C as TERMINATED too.
-    tune.report({**last, COMPLETE: 1})
+    # the trial's last metrics: a retried or resumed trial that had trained every epoch reports none again
+    tune.report({**result["metrics"], **last, COMPLETE: 1})
 
 
 def trial_device(cfg: TrialConfig, gpu_ids: list[Any]) -> str:
@@ -506,7 +508,8 @@ def _run_session(spec: SweepSpec, ts: list[Trial], resume: bool, uri: str, root:
             ),
         )
     grid = tuner.fit()
-    rows = results_rows(grid, spec.metric)
+    rows = finished_by_mlflow(results_rows(grid, spec.metric),
+                              lambda key: tracking.run_status(uri, experiment_id, parent, key))
     table = results_table(rows, spec.metric)
     out = home / "results.md"
     demos.atomic_write_bytes(out, (table + "\n").encode())
@@ -615,6 +618,14 @@ def results_rows(grid, metric: str) -> list[dict[str, Any]]:
                      "seed": cfg.seed, metric: m.get(metric),
                      "val/decision_accuracy": m.get("val/decision_accuracy"), "status": status})
     return sorted(rows, key=lambda r: r["trial"])
+
+
+def finished_by_mlflow(rows: list[dict[str, Any]], run_status: Callable[[str], str | None]) -> list[dict[str, Any]]:
+    """Rows whose trial lacks the completion mark but whose MLflow run is FINISHED become "ok": trials done
+    before the mark existed (Tune states saved before 2026-12-04), or stopped between ending their run and the
+    mark. A trial's run is ended only after everything it logs; a stopped trial's is still RUNNING here."""
+    return [{**r, "status": "ok"} if r["status"] == INTERRUPTED and run_status(r["trial"]) == "FINISHED" else r
+            for r in rows]
 
 
 def results_table(rows: list[dict[str, Any]], metric: str = "eval/success_rate") -> str:

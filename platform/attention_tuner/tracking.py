@@ -251,11 +251,19 @@ def ensure_experiment(uri: str, name: str, artifacts: str | Path | None = None) 
 
 
 def find_run(uri: str, experiment_id: str, tags: dict[str, str], parent: bool = False) -> str | None:
-    """A run with these tags; ``parent``: a run that is no trial's (its trials carry its ``sweep_id`` too)."""
-    query = " and ".join([f"tags.{k} = '{v}'" for k, v in tags.items()]
-                         + ([f"tags.`{PARENT_TAG}` IS NULL"] if parent else []))
-    runs = retry(lambda: client(uri).search_runs([experiment_id], filter_string=query, max_results=2))
+    """A run with these tags; ``parent``: a run that is no trial's (its trials carry its ``sweep_id`` too). The
+    parent is told apart here, not in the query: `IS NULL` on tags is new in MLflow servers (2026)."""
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+    runs = retry(lambda: client(uri).search_runs([experiment_id], filter_string=query, max_results=50,
+                                                 order_by=["attributes.start_time ASC"]))  # a parent first
+    runs = [r for r in runs if PARENT_TAG not in r.data.tags] if parent else runs
     return runs[0].info.run_id if runs else None
+
+
+def run_status(uri: str, experiment_id: str, parent: str, trial_key: str) -> str | None:
+    """The status of a trial's run (FINISHED, RUNNING, ...), None when it has none."""
+    found = find_run(uri, experiment_id, {TRIAL_TAG: trial_key, "parent_run": parent})
+    return retry(lambda: client(uri).get_run(found)).info.status if found else None
 
 
 def start_parent(uri: str, experiment_id: str, sweep: str, sweep_id: str, params: dict[str, Any],
