@@ -102,6 +102,7 @@ def test_tiny_sweep_writes_one_parent_and_two_child_runs(tiny_sweep):
     assert re.fullmatch(r"tiny-\d{8}-\d{6}(-\d+)?", sweep_id) and parent.data.tags["mlflow.runName"] == sweep_id
     assert parent.data.tags["mlflow.note.content"].startswith("Smoke test: vanilla vs AttentionTuner")
     assert parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["git_commit"]
+    assert parent.data.params["base.task.name"] == "Ordering" and parent.data.params["base.optim.epochs"] == "2"
     for child in children:
         assert child.data.tags["sweep_id"] == sweep_id
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

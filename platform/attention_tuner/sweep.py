@@ -257,7 +257,8 @@ def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
     for t in ts:
         c = t.config
         budget = (f"env_steps={c.rl.env_steps:,}" if c.algorithm == "ppo_lstm" else
-                  f"f={c.data.annotation_fraction} epochs={c.optim.epochs}")
+                  (f"annotated={c.data.annotation_fraction:g} " if c.method == "attention_tuner" else "")
+                  + f"epochs={c.optim.epochs}")
         lines.append(f"  {t.key:<48} task={c.task.name}{c.task.kwargs or ''} method={c.method} seed={c.seed} "
                      + budget)
     lines.append("datasets (generated once each, reused when present):")
@@ -372,8 +373,10 @@ def trial_params(t: Trial) -> dict[str, Any]:
 
 
 def parent_params(spec: SweepSpec, ts: list[Trial]) -> dict[str, Any]:
-    """What the sweep's parent run logs as params."""
-    return {"trials": len(ts), "description": spec.description, **flatten_space(spec)}
+    """What the sweep's parent run logs as params: its size, description, grid axes and base configuration
+    (``base.<dotted key>``, what every trial starts from)."""
+    return {"trials": len(ts), "description": spec.description, **flatten_space(spec),
+            **{f"base.{k}": _short(v) for k, v in spec.base.items()}}
 
 
 # ------------------------------------------------------------------------------------------- running
