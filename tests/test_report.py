@@ -197,9 +197,11 @@ def test_a_sweep_run_twice_into_its_experiment_counts_each_trial_once(tmp_path):
     exp = tracking.ensure_experiment(uri, "synthetic")
     parent = tracking.start_parent(uri, exp, "synthetic", "sweep-2", {})
     for i, (task, weight, fraction, seed, success, status) in enumerate(again):
+        # the re-run, at a later commit, also logs a field added since at its default, and its arms are named
+        # otherwise: still the same trials
         run = tracking.child_run(uri, exp, parent, f"{i:03d}", "synthetic", {
             "task.name": task, "memory.weight": weight, "data.annotation_fraction": fraction, "seed": seed,
-            "memory.heads": "[[0, 0]]"})
+            "memory.heads": "[[0, 0]]", "optim.grad_clip": "0.0", "label.method": "renamed"})
         if success is not None:
             tracking.log_metrics(uri, run, {"eval/success_rate": success}, 1)
         tracking.finish(uri, run, status)

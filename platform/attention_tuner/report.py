@@ -296,6 +296,17 @@ def experiment_runs(uri: str, name: str | None) -> tuple[list, list]:
             [r for r in runs if tracking.PARENT_TAG in r.data.tags])
 
 
+def trial_identity(params: dict[str, str]) -> str:
+    """What makes two runs the same trial: a digest of their params, less the grid labels (names, not
+    settings) and the params at today's default value, so that a field added to the configuration since (logged
+    at its default by the newer run, absent from the older) does not make a re-run of a trial another trial."""
+    from attention_tuner.config import TrialConfig, build, flatten
+
+    defaults = {k: str(v) for k, v in flatten(build(TrialConfig, {})).items()}
+    settings = sorted((k, v) for k, v in params.items() if not k.startswith("label.") and defaults.get(k) != v)
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+
+
 def trial_row(r) -> TrialRow:
     p = dict(r.data.params)
     if "task.name" in p:  # one spelling per task, also for runs logged before names were made canonical
@@ -303,7 +314,7 @@ def trial_row(r) -> TrialRow:
             p["task.name"] = memory_tasks.short_name(p["task.name"])
     noise = ",".join(f"{k.split('.')[-1]}={p[k]}" for k in ("data.noise.drop", "data.noise.shift",
                                                              "data.noise.spurious") if p.get(k) not in (None, "0", "0.0"))
-    identity = hashlib.sha256(json.dumps(sorted(p.items())).encode()).hexdigest()[:16] if p else r.info.run_id
+    identity = trial_identity(p) if p else r.info.run_id
     return TrialRow(
         run_id=r.info.run_id, name=r.data.tags.get("mlflow.runName", r.info.run_id), status=r.info.status,
         task=p.get("task.name", "?"), method=method_of(p), fraction=annotated_fraction(p),
