@@ -171,6 +171,7 @@ CASES = [
     Case("generate-out-not-writable", ["generate", "Hallway", "--episodes", "5", "--out", f"{RO}/d"],
          "cannot write"),
     # ---- train: configuration
+    Case("datasets-no-root", ["datasets", "--root", f"{W}/none"], "--root: no such folder"),
     Case("config-unknown-task", ["config", "Maze"], "task.name: unknown task 'Maze'"),
     Case("config-set-unknown-key", ["config", "Hallway", "--set", "optim.lrr=1"], "unknown key optim.lrr"),
     Case("config-missing-file", ["config", "Hallway", "--config", f"{W}/none.yaml"], "config file not found"),

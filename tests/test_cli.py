@@ -159,3 +159,27 @@ def test_a_broken_pipe_other_than_stdout_is_a_one_line_error(capsys):
 
     assert run_command("attention-tuner", command) == 2
     assert capsys.readouterr().err == "attention-tuner: error: [Errno 32] Broken pipe\n"
+
+
+def test_datasets_lists_what_each_folder_holds_and_which_are_stale(tmp_path, capsys):
+    import json
+
+    assert cli.main(["generate", "Ordering", "--kw", "length=2", "--episodes", "8", "--actors", "0", "--quiet",
+                     "--out", str(tmp_path)]) == 0
+    assert cli.main(["generate", "Hallway", "--kw", "length=3", "--episodes", "4", "--actors", "0", "--quiet",
+                     "--out", str(tmp_path)]) == 0
+    hallway = next(tmp_path.glob("Hallway-*"))
+    manifest = json.loads((hallway / "manifest.json").read_text())
+    (hallway / "manifest.json").write_text(json.dumps({**manifest, "task_code": "0" * 16}))  # the task changed since
+    half = tmp_path / "Counting-0123456789abcdef"
+    half.mkdir()
+    (half / "shard-00000.parquet").write_bytes(b"x")  # a generation that did not finish
+    (tmp_path / "not-a-dataset").mkdir()
+    capsys.readouterr()
+    assert cli.main(["datasets", "--root", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4  # the header and three datasets; the empty folder is none
+    ordering = next(line for line in lines if line.startswith("Ordering-"))
+    assert "length=2" in ordering and ordering.split()[-1] == "ready" and " 8  0-" in ordering
+    assert next(line for line in lines if line.startswith("Hallway-")).split()[-1] == "stale"
+    assert next(line for line in lines if line.startswith("Counting-")).split()[-1] == "unfinished"

@@ -115,6 +115,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """The datasets under a root: what each hash-named folder holds, and whether it is stale."""
+    from attention_tuner.demos import list_datasets
+
+    if not os.path.isdir(args.root):
+        raise ValueError(f"--root: no such folder: {args.root}")
+    rows = list_datasets(args.root)
+    print(f"{'folder':<30}{'task':<14}{'parameters':<34}{'episodes':>9}  {'seeds':<14}{'MB':>8}  state")
+    for r in rows:
+        params = ", ".join(f"{k}={v}" for k, v in r["kwargs"].items()) or "(defaults)"
+        print(f"{r['folder']:<30}{r['task']:<14}{params:<34}{r['episodes']:>9,}  {r['seeds']:<14}{r['mb']:>8.1f}  "
+              f"{r['state']}")
+    if not rows:
+        print(f"(no datasets under {args.root})")
+    return 0
+
+
 def trial_config(args: argparse.Namespace):
     from attention_tuner.config import TrialConfig, apply_overrides, build, load_yaml
 
@@ -342,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "settings (d_model 512, 300 epochs: GPU-sized); cpu: a CPU-sized model; vanilla: the "
                             "memory loss off (attention_tuner, on, is the default)")
         p.add_argument("--config", help="YAML trial configuration to start from")
+
+    p = add(sub, "datasets", help="list the datasets under a folder: task, parameters, episodes, size, stale or not")
+    p.add_argument("--root", default="datasets", help="dataset root folder (sweeps: runs/sweeps/datasets)")
+    p.set_defaults(func=cmd_datasets)
 
     p = add(sub, "config", help="print the configuration train would use, every key with what it does (YAML)")
     trial_arguments(p)

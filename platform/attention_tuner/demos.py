@@ -518,3 +518,35 @@ def shards_in_place(path: str | Path, manifest: dict[str, Any]) -> bool:
         if not file.is_file() or file.stat().st_size != entry["bytes"]:
             return False
     return True
+
+
+def list_datasets(root: str | Path) -> list[dict[str, Any]]:
+    """What each dataset folder under ``root`` holds (its folder names only a digest): task, parameters,
+    episodes, seeds, size, and a state: ready; "stale" when its task's code changed since (`train` and `sweep`
+    generate a new one; a resumed run keeps the old); "unfinished" (no manifest yet, or a repair under way);
+    "unreadable" (a manifest this version cannot read)."""
+    import memory_tasks
+
+    out = []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []:
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        entry: dict[str, Any] = {"folder": folder.name, "task": "?", "kwargs": {}, "episodes": 0, "seeds": "",
+                                 "mb": size / 1e6, "state": "unfinished"}
+        if not (folder / MANIFEST).is_file():
+            if any(folder.glob("shard-*.parquet")):
+                out.append(entry)
+            continue
+        try:
+            m = read_manifest(folder)
+        except DatasetError:
+            out.append({**entry, "state": "unreadable"})
+            continue
+        task = memory_tasks.short_name(m["task"]) if m["task"] in {i for i, _ in memory_tasks.TASKS.values()} \
+            else str(m["task"])
+        state = "unfinished" if (folder / REPAIRING).exists() else "ready"
+        if state == "ready" and task in memory_tasks.TASKS and m.get("task_code") != memory_tasks.source_digest(task):
+            state = "stale"
+        lo, hi = m.get("seed_range", ["?", "?"])
+        out.append({**entry, "task": task, "kwargs": m.get("kwargs", {}), "episodes": m.get("episodes", 0),
+                    "seeds": f"{lo}-{hi}", "state": state})
+    return out
