@@ -109,6 +109,7 @@ def test_tiny_sweep_writes_one_parent_and_two_child_runs(tiny_sweep):
         assert child.data.tags["device"] == "cpu"  # what device: auto became
         assert child.info.status == "FINISHED"
         assert child.data.params["task.name"] == "Ordering" and "optim.lr" in child.data.params
+        assert not [k for k in child.data.params if k.startswith("rl.")]  # the RL baseline's settings: its own
         history = c.get_metric_history(child.info.run_id, "eval/success_rate")
         assert [m.step for m in history] == [1, 2]
         assert "train/action_loss" in child.data.metrics

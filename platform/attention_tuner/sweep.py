@@ -368,8 +368,11 @@ def keep_reported_checkpoint(folder: Path, reported: Any) -> None:
 
 
 def trial_params(t: Trial) -> dict[str, Any]:
-    """What a trial's MLflow run logs as params: every config field (task kwargs too) and its grid labels."""
-    return {**flatten(t.config), **{f"label.{k}": v for k, v in t.labels.items()}}
+    """What a trial's MLflow run logs as params: every config field (task kwargs too) and its grid labels; the
+    RL baseline's settings (rl.*) only for its trials, where they are used (else 15 unused columns in MLflow's
+    compare view). A report's trial identity does not change with it (`report.trial_identity`)."""
+    fields = {k: v for k, v in flatten(t.config).items() if t.config.algorithm == "ppo_lstm" or not k.startswith("rl.")}
+    return {**fields, **{f"label.{k}": v for k, v in t.labels.items()}}
 
 
 def parent_params(spec: SweepSpec, ts: list[Trial]) -> dict[str, Any]:
