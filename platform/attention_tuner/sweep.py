@@ -328,10 +328,10 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     except Exception:
         tracking.finish(uri, run_id, "FAILED")
         raise
-    # Last, once its run is finished: the mark that the trial is done. Tune's own `done` cannot say it: Tune
+    # Last, once its run is finished: the mark that the trial is done, with its final metrics (a retried or
+    # resumed trial that had trained every epoch reports none again). Tune's own `done` cannot say it: Tune
     # leaves it out of the results it saves (a resumed sweep's finished trials lack it) and ends the trials it
     # stopped at Ctrl-C as TERMINATED too.
-    # the trial's last metrics: a retried or resumed trial that had trained every epoch reports none again
     tune.report({**result["metrics"], **last, COMPLETE: 1})
 
 
