@@ -108,11 +108,15 @@ def test_train_says_what_it_trains_and_how_long_is_left():
 
     paper = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", "task.kwargs.length": 10})
     line = cli.trial_summary(paper, "cpu")
-    assert line.startswith("training Hallway (length=10), seed 0: attention_tuner, d_model 512, 4 layers x 2 heads")
+    assert line.startswith("training Hallway (length=10) (symbolic observations), seed 0: attention_tuner, d_model 512, "
+                           "4 layers x 2 heads")
     assert "300 epochs of batch 64, on the CPU" in line and "--preset cpu" in line  # the paper's size on a CPU
     assert "--preset cpu" not in cli.trial_summary(paper, "cuda")
-    assert cli.progress_head(paper, 3, {"perf/epoch_s": 2.0}) == "epoch   3/300 (2.0 s each, ~10 min left)"
-    assert cli.progress_head(paper, 299, {"perf/epoch_s": 2.0}) == "epoch 299/300 (2.0 s each, ~2 s left)"
+    assert cli.progress_head(paper, 3, {"perf/epoch_s": 2.0}) == "epoch   3/300 (2 s each, ~10 min left)"
+    # an epoch that evaluated: its evaluation's time too (100 episodes at 50/s)
+    evaluated = {"perf/epoch_s": 2.0, "eval/episodes": 100.0, "eval/episodes_per_s": 50.0}
+    assert cli.progress_head(paper, 299, evaluated) == "epoch 299/300 (4 s each, ~4 s left)"
+    assert cli.progress_head(paper, 3, {"perf/epoch_s": 2.0}, took=0.25) == "epoch   3/300 (0.2 s each, ~74 s left)"
     assert cli.progress_head(paper, 300, {"perf/epoch_s": 2.0}) == "epoch 300/300"
     rl = apply_overrides(paper, {"algorithm": "ppo_lstm", "rl.env_steps": 5000})
     assert "PPO with an LSTM (RL baseline), 5,000 environment steps" in cli.trial_summary(rl, "cpu")
@@ -175,11 +179,39 @@ def test_datasets_lists_what_each_folder_holds_and_which_are_stale(tmp_path, cap
     half.mkdir()
     (half / "shard-00000.parquet").write_bytes(b"x")  # a generation that did not finish
     (tmp_path / "not-a-dataset").mkdir()
+    assert cli.main(["generate", "Ordering", "--kw", "length=3", "--episodes", "4", "--actors", "0", "--quiet",
+                     "--out", str(tmp_path)]) == 0
+    damaged = next(p for p in tmp_path.glob("Ordering-*") if '"length": 3' in (p / "manifest.json").read_text())
+    next(damaged.glob("shard-*.parquet")).unlink()
+    broken = tmp_path / "Hallway-fedcba9876543210"
+    broken.mkdir()
+    (broken / "manifest.json").write_text('{"schema_version": 1, "task"')  # cut short
     capsys.readouterr()
     assert cli.main(["datasets", "--root", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4  # the header and three datasets; the empty folder is none
-    ordering = next(line for line in lines if line.startswith("Ordering-"))
+    assert len(lines) == 6  # the header and five datasets; the empty folder is none
+    assert "damaged (a shard missing or cut short" in next(line for line in lines if line.startswith(damaged.name))
+    unreadable = next(line for line in lines if line.startswith(broken.name))
+    assert "unreadable (manifest is not valid JSON" in unreadable and "delete" in unreadable
+    assert unreadable.split()[1:4] == ["?", "?", "?"]  # task, parameters, episodes: not known
+    ordering = next(line for line in lines if line.startswith("Ordering-") and "length=2" in line)
     assert "length=2" in ordering and ordering.split()[-1] == "ready" and " 8  0-" in ordering
     assert next(line for line in lines if line.startswith("Hallway-")).split()[-1] == "stale"
     assert next(line for line in lines if line.startswith("Counting-")).split()[-1] == "unfinished"
+
+
+def test_train_takes_the_task_from_config_and_refuses_another(tmp_path, capsys):
+    import pytest
+
+    from attention_tuner.config import ConfigError
+
+    assert cli.main(["config", "MortarMayhem", "--kw", "commands=3"]) == 0
+    (tmp_path / "mm.yaml").write_text(capsys.readouterr().out)
+    parse = cli.build_parser().parse_args
+    assert cli.trial_config(parse(["train", "--config", str(tmp_path / "mm.yaml")])).task.kwargs == {"commands": 3}
+    assert cli.trial_config(parse(["train", "mortarmayhem", "--config", str(tmp_path / "mm.yaml")])).task.name \
+        == "MortarMayhem"
+    with pytest.raises(ConfigError, match="TASK Hallway differs from --config's task.name MortarMayhem"):
+        cli.trial_config(parse(["train", "Hallway", "--config", str(tmp_path / "mm.yaml")]))
+    with pytest.raises(ValueError, match="give the TASK"):
+        cli.trial_config(parse(["train"]))

@@ -208,6 +208,7 @@ def test_ctrl_c_ends_a_sweep_as_interrupted_and_resume_finishes_it(tmp_path):
     again = subprocess.run(args + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.count("| ok |") == 2 and "| interrupted |" not in again.stdout, again.stdout[-2000:]
+    assert "had finished, every trial done: nothing to resume" in again.stdout
     c, runs = mlflow_runs(uri, "tiny")
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
 

@@ -124,7 +124,8 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str |
         b.get(section, {}).pop(budget, None)
     if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
         diff = sorted(k for k in set(_flat(a)) | set(_flat(b)) if _flat(a).get(k) != _flat(b).get(k))
-        raise CheckpointError(f"{resolve(path)}: saved by another configuration (differs in {', '.join(diff[:5])})")
+        raise CheckpointError(f"{resolve(path)}: saved by another configuration (differs in {', '.join(diff[:5])}); "
+                              "a new run needs another run folder (--out), or delete this one")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -7,9 +7,11 @@ and exits with status 2; it never shows a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +126,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     rows = list_datasets(args.root)
     print(f"{'folder':<30}{'task':<14}{'parameters':<34}{'episodes':>9}  {'seeds':<14}{'MB':>8}  state")
     for r in rows:
-        params = ", ".join(f"{k}={v}" for k, v in r["kwargs"].items()) or "(defaults)"
-        print(f"{r['folder']:<30}{r['task']:<14}{params:<34}{r['episodes']:>9,}  {r['seeds']:<14}{r['mb']:>8.1f}  "
+        params = "?" if r["kwargs"] is None else ", ".join(f"{k}={v}" for k, v in r["kwargs"].items()) or "(defaults)"
+        episodes = "?" if r["episodes"] is None else f"{r['episodes']:,}"
+        print(f"{r['folder']:<30}{r['task']:<14}{params:<34}{episodes:>9}  {r['seeds']:<14}{r['mb']:>8.1f}  "
               f"{r['state']}")
     if not rows:
         print(f"(no datasets under {args.root})")
@@ -141,7 +144,19 @@ def trial_config(args: argparse.Namespace):
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         overrides.update(PRESETS[preset])
-    overrides["task.name"] = args.task
+    if args.task is None and args.config is None:
+        raise ValueError("give the TASK (Hallway, Ordering, Counting, MortarMayhem or MysteryPath) or --config FILE")
+    if args.task is not None and args.config is not None:
+        import memory_tasks
+
+        given = args.task
+        with contextlib.suppress(ValueError):  # an unknown TASK: the configuration's check names it below
+            given = memory_tasks.short_name(args.task)
+        if given != memory_tasks.short_name(cfg.task.name):
+            raise ConfigError(f"TASK {args.task} differs from --config's task.name {cfg.task.name} (its task "
+                              "parameters are that task's): leave TASK out, or set task.name in the file")
+    if args.task is not None:
+        overrides["task.name"] = args.task
     for key, value in kw_assignments(args.kw).items():  # into --config's task parameters; read as --set values
         overrides[f"task.kwargs.{key}"] = value
     overrides.update(parse_assignments(args.set or []))
@@ -157,7 +172,7 @@ def trial_summary(cfg, device: str) -> str:
     if cfg.algorithm == "ppo_lstm":
         return f"training {task}, seed {cfg.seed}: PPO with an LSTM (RL baseline), {cfg.rl.env_steps:,} environment steps"
     m = cfg.model
-    line = (f"training {task}, seed {cfg.seed}: {cfg.method}, d_model {m.d_model}, {m.n_layers} layers x {m.n_heads} "
+    line = (f"training {task} ({cfg.task.obs_mode} observations), seed {cfg.seed}: {cfg.method}, d_model {m.d_model}, {m.n_layers} layers x {m.n_heads} "
             f"heads, about {approx_parameters(m) / 1e6:.1f}M parameters; {cfg.data.episodes:,} demonstrations, "
             f"{cfg.optim.epochs} epochs of batch {cfg.optim.batch_size}, on the {device.upper()}")
     if device == "cpu" and m.d_model >= 512:
@@ -165,18 +180,20 @@ def trial_summary(cfg, device: str) -> str:
     return line
 
 
-def progress_head(cfg, epoch: int, m: dict[str, float]) -> str:
-    """'epoch  3/50 (1.2 s each, ~1 min left)'; for the RL baseline 'iteration 7'."""
+def progress_head(cfg, epoch: int, m: dict[str, float], took: float | None = None) -> str:
+    """'epoch  3/50 (1.2 s each, ~1 min left)' from ``took``, the seconds an epoch takes with its share of the
+    evaluations (else the epoch's training and evaluation time in ``m``); for the RL baseline 'iteration 7'."""
     if cfg.algorithm == "ppo_lstm":
         return f"iteration {epoch:>4}"
     n = cfg.optim.epochs
     head = f"epoch {epoch:>{len(str(n))}}/{n}"
-    took = m.get("perf/epoch_s")
+    if took is None and m.get("perf/epoch_s"):
+        took = m["perf/epoch_s"] + (m["eval/episodes"] / m["eval/episodes_per_s"] if m.get("eval/episodes_per_s") else 0)
     if not took or epoch >= n:
         return head
     from attention_tuner.report import duration
 
-    return f"{head} ({took:.1f} s each, ~{duration(took * (n - epoch))} left)"
+    return f"{head} ({duration(took)} each, ~{duration(took * (n - epoch))} left)"
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -208,11 +225,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     print(trial_summary(cfg, device), flush=True)
 
+    seen: list[tuple[int, float]] = []  # (epoch, when it was reported): the time an epoch takes, evaluations in
+
     def show(m: dict[str, float], epoch: int, _ckpt: Path | None) -> None:
+        seen.append((epoch, time.monotonic()))
+        (e0, t0), (e1, t1) = seen[0], seen[-1]
+        took = (t1 - t0) / (e1 - e0) if e1 > e0 else None  # the first epoch: from its own metrics
         keys = ("train/action_loss", "train/memory_loss", "val/accuracy", "val/decision_accuracy",
                 "val/expert_attention_mass", "val/recall_attention_mass", "train/episode_return_mean",
                 "perf/env_steps", "eval/success_rate", "perf/samples_per_s")
-        print(f"{progress_head(cfg, epoch, m)}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)
+        print(f"{progress_head(cfg, epoch, m, took)}  " + "  ".join(f"{k}={m[k]:.3f}" for k in keys if k in m), flush=True)
 
     result = run_trial(cfg, out, args.data_root, report=show, actors=args.actors, progress=True)
     final = {k: v for k, v in result["metrics"].items() if k in ("eval/success_rate", "val/accuracy")}
@@ -349,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     def trial_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
+        p.add_argument("task", nargs="?", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath (with "
+                                                  "--config: optional, its task.name)")
         p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
         p.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
                        help="configuration override, e.g. optim.lr=1e-3 or memory.weight=0 (vanilla); every key: "

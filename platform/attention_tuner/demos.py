@@ -496,9 +496,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads(m.read_text())
     except json.JSONDecodeError as e:
-        raise DatasetError(f"{m}: manifest is not valid JSON ({e.msg})") from None
+        raise DatasetError(f"{m}: manifest is not valid JSON ({e.msg}; delete {p} to generate it again)") from None
     if not isinstance(manifest, dict):
-        raise DatasetError(f"{m}: manifest is not a JSON object")
+        raise DatasetError(f"{m}: manifest is not a JSON object (delete {p} to generate it again)")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise DatasetError(f"{m}: schema version {manifest.get('schema_version')!r}, this version reads {SCHEMA_VERSION}")
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
@@ -524,13 +524,13 @@ def list_datasets(root: str | Path) -> list[dict[str, Any]]:
     """What each dataset folder under ``root`` holds (its folder names only a digest): task, parameters,
     episodes, seeds, size, and a state: ready; "stale" when its task's code changed since (`train` and `sweep`
     generate a new one; a resumed run keeps the old); "unfinished" (no manifest yet, or a repair under way);
-    "unreadable" (a manifest this version cannot read)."""
+    "damaged" (a shard missing or cut short); "unreadable" (a manifest this version cannot read)."""
     import memory_tasks
 
     out = []
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []:
         size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        entry: dict[str, Any] = {"folder": folder.name, "task": "?", "kwargs": {}, "episodes": 0, "seeds": "",
+        entry: dict[str, Any] = {"folder": folder.name, "task": "?", "kwargs": None, "episodes": None, "seeds": "?",
                                  "mb": size / 1e6, "state": "unfinished"}
         if not (folder / MANIFEST).is_file():
             if any(folder.glob("shard-*.parquet")):
@@ -538,12 +538,14 @@ def list_datasets(root: str | Path) -> list[dict[str, Any]]:
             continue
         try:
             m = read_manifest(folder)
-        except DatasetError:
-            out.append({**entry, "state": "unreadable"})
+        except DatasetError as e:
+            out.append({**entry, "state": f"unreadable ({str(e).rsplit(': ', 1)[-1]})"})
             continue
         task = memory_tasks.short_name(m["task"]) if m["task"] in {i for i, _ in memory_tasks.TASKS.values()} \
             else str(m["task"])
         state = "unfinished" if (folder / REPAIRING).exists() else "ready"
+        if state == "ready" and not shards_in_place(folder, m):
+            state = "damaged (a shard missing or cut short: generate or train writes it again)"
         if state == "ready" and task in memory_tasks.TASKS and m.get("task_code") != memory_tasks.source_digest(task):
             state = "stale"
         lo, hi = m.get("seed_range", ["?", "?"])

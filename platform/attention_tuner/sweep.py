@@ -417,7 +417,6 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     verbose: 0 prints only the final table; 1 adds a line per trial event (`progress.Progress`); 2 adds Ray
     Tune's own tables (each trial's configuration, results, status every few seconds).
     """
-    session_start = time.time()
     # Everything a user can get wrong is checked before anything is created (Ray is started first only for the
     # one check that needs the cluster: which machines its trials may run on).
     ts = trials(spec, extra)
@@ -462,8 +461,13 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     demos.atomic_write_bytes(latest, (run_name + "\n").encode())
 
     experiment_id = tracking.ensure_experiment(uri, spec.name)
+    before = tracking.find_run(uri, experiment_id, {"sweep_id": run_name}, parent=True) if resume else None
+    if before and tracking.retry(lambda: tracking.client(uri).get_run(before)).info.status == "FINISHED":
+        print(f"sweep {spec.name}: its latest run {run_name} had finished, every trial done: nothing to resume "
+              "(its results again below)", flush=True)
     parent = tracking.start_parent(uri, experiment_id, spec.name, run_name, parent_params(spec, ts),
                                    spec.description)
+    session_start = time.time()  # a session's time runs from here, as the parent run's (its start-to-end span)
     session = tracking.start_session(uri, parent, resumed=resume)
     try:
         return _run_session(spec, ts, resume, uri, root, home, experiment_id, parent, verbose)
