@@ -350,9 +350,8 @@ def field_docs() -> dict[str, str]:
             if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
                 continue
             name = node.target.id
-            sub = next((c for c in (TaskConfig, NoiseConfig, DataConfig, ModelConfig, MemoryConfig, OptimConfig,
-                                    EvalConfig, RLConfig) if c.__name__ == str(kinds.get(name))), None)
-            if sub is not None:
+            sub = getattr(sys.modules[__name__], str(kinds.get(name)), None)  # a section: a config class here
+            if dataclasses.is_dataclass(sub) and isinstance(sub, type):
                 out.update(docs(sub, f"{prefix}{name}."))
             elif isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
                 out[prefix + name] = " ".join(str(after.value.value).split())

@@ -19,6 +19,7 @@ Observations are stored in the symbolic encoding only: in pixel mode they are a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -541,8 +542,9 @@ def list_datasets(root: str | Path) -> list[dict[str, Any]]:
         except DatasetError as e:
             out.append({**entry, "state": f"unreadable ({str(e).rsplit(': ', 1)[-1]})"})
             continue
-        task = memory_tasks.short_name(m["task"]) if m["task"] in {i for i, _ in memory_tasks.TASKS.values()} \
-            else str(m["task"])
+        task = str(m["task"])
+        with contextlib.suppress(ValueError):  # a task this version does not know keeps its id
+            task = memory_tasks.short_name(task)
         state = "unfinished" if (folder / REPAIRING).exists() else "ready"
         if state == "ready" and not shards_in_place(folder, m):
             state = "damaged (a shard missing or cut short: generate or train writes it again)"

@@ -8,6 +8,7 @@ final metrics, and aggregates over seeds: mean ± standard error and the number 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -300,11 +301,17 @@ def trial_identity(params: dict[str, str]) -> str:
     """What makes two runs the same trial: a digest of their params, less the grid labels (names, not
     settings) and the params at today's default value, so that a field added to the configuration since (logged
     at its default by the newer run, absent from the older) does not make a re-run of a trial another trial."""
-    from attention_tuner.config import TrialConfig, build, flatten
-
-    defaults = {k: str(v) for k, v in flatten(build(TrialConfig, {})).items()}
+    defaults = logged_defaults()
     settings = sorted((k, v) for k, v in params.items() if not k.startswith("label.") and defaults.get(k) != v)
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+
+
+@functools.cache
+def logged_defaults() -> dict[str, str]:
+    """Every param of the default configuration as MLflow logs it (built once, not once per run)."""
+    from attention_tuner.config import TrialConfig, build, flatten
+
+    return {k: str(v) for k, v in flatten(build(TrialConfig, {})).items()}
 
 
 def trial_row(r) -> TrialRow:
