@@ -24,13 +24,13 @@ def episode_frames(episode: memory_tasks.Episode, style: str, actions: tuple[str
     for t in range(T):
         canvas = Image.new("RGB", (2 * PANEL + 12, PANEL + STRIP + 36), (24, 24, 24))
         draw = ImageDraw.Draw(canvas)
-        canvas.paste(Image.fromarray(pixels[t]).resize((PANEL, PANEL), Image.NEAREST), (0, 18))
+        canvas.paste(Image.fromarray(pixels[t]).resize((PANEL, PANEL), Image.Resampling.NEAREST), (0, 18))
         act = int(episode.actions[t])
         draw.text((4, 3), f"t={t}  action: {actions[act] if act < len(actions) else act}", fill=(230, 230, 230))
         earlier = [int(p) for p in recalled[t] if p < t]
         if earlier:
             p = earlier[-1]
-            canvas.paste(Image.fromarray(pixels[p]).resize((PANEL, PANEL), Image.NEAREST), (PANEL + 12, 18))
+            canvas.paste(Image.fromarray(pixels[p]).resize((PANEL, PANEL), Image.Resampling.NEAREST), (PANEL + 12, 18))
             draw.rectangle([PANEL + 10, 16, 2 * PANEL + 11, PANEL + 19], outline=(255, 60, 60), width=2)
             more = f" (+{len(earlier) - 1} more)" if len(earlier) > 1 else ""
             draw.text((PANEL + 16, 3), f"recalls t={p}{more}", fill=(255, 110, 110))

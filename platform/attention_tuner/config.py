@@ -244,7 +244,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check ``value`` against the type hint ``hint``; convert YAML-ish strings; raise ConfigError."""
     origin = typing.get_origin(hint)
     value = _plain_scalar(value)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
         if not isinstance(value, dict):

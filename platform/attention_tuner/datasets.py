@@ -51,7 +51,12 @@ def load(path: str | Path, verify: bool = True) -> Demonstrations:
     """Read a dataset directory; a missing shard, a checksum mismatch or a bad schema is a DatasetError."""
     root = Path(path)
     manifest = read_manifest(root)
-    seeds, lengths, obs, actions, pairs, returns = [], [], [], [], [], []
+    seeds: list[int] = []
+    lengths: list[int] = []
+    obs: list[np.ndarray] = []
+    actions: list[np.ndarray] = []
+    pairs: list[np.ndarray] = []
+    returns: list[float] = []
     wanted = int(manifest["episodes"])
     for shard in manifest["shards"]:
         file = root / shard["file"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import memory_tasks
 from attention_tuner.datasets import eval_seeds
 from attention_tuner.model import AttentionTuner
 from attention_tuner.observations import ObservationEncoder
-from memory_tasks.core import SYMBOLIC_SHAPE
+from memory_tasks.core import SYMBOLIC_SHAPE, MemoryTask
 
 
 class BatchPolicy(Protocol):
@@ -49,7 +49,7 @@ def closed_loop(policy: BatchPolicy, task: str, kwargs: dict[str, Any], episodes
         return {}
     seeds = eval_seeds(episodes, seed_offset)
     envs = [memory_tasks.make(task, obs_mode="symbolic", **kwargs) for _ in range(min(num_envs, episodes))]
-    bases = [env.unwrapped for env in envs]
+    bases = [cast(MemoryTask, env.unwrapped) for env in envs]
     max_steps = getattr(bases[0], "max_steps", None)
     codes = np.empty((len(envs), *SYMBOLIC_SHAPE), dtype=np.uint8)  # the envs are not reset yet: no obs to ask
     success: list[bool] = []
@@ -72,7 +72,7 @@ def closed_loop(policy: BatchPolicy, task: str, kwargs: dict[str, Any], episodes
             t += 1
             for row, (i, action) in enumerate(zip(active, actions, strict=True)):
                 _, r, term, trunc, info = envs[i].step(action)
-                ret[i] += r
+                ret[i] += float(r)
                 if term or trunc:
                     success.append(bool(info.get("success", False)))
                     returns.append(ret[i])

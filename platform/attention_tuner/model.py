@@ -137,17 +137,18 @@ class SymbolicEncoder(nn.Module):
     def conv1_table(self) -> torch.Tensor:
         """(9 * 199, 40): the first convolution's response, bias included, at kernel offset k to a cell of
         code c is row 199 k + c (code 198, outside the view, is a zero row). For `decode`."""
-        w = self.cnn[0].weight.permute(2, 3, 1, 0).reshape(9, 20, 40)  # [3 di + dj, input channel]
+        conv = cast(nn.Conv2d, self.cnn[0])
+        w = conv.weight.permute(2, 3, 1, 0).reshape(9, 20, 40)  # [3 di + dj, input channel]
         o, c, s = (z.reshape(-1) for z in torch.meshgrid(
             *(torch.arange(n, device=w.device) for n in (N_OBJECTS, N_COLORS, N_STATES)), indexing="ij"))
         table = w[:, o] + w[:, N_OBJECTS + c] + w[:, N_OBJECTS + N_COLORS + s]  # (9, 198, 40): one-hot sums
-        table[4] += self.cnn[0].bias  # the centre offset always reads a cell of the view: it carries the bias
+        table[4] += cast(torch.Tensor, conv.bias)  # the centre offset always reads a cell of the view: it carries the bias
         return torch.cat((table, table.new_zeros(9, 1, 40)), 1).reshape(9 * 199, 40)
 
     def conv2_matrix(self) -> torch.Tensor:
         """(9 * 40, 80): the second convolution's weight as a matrix over a cell's gathered 3x3 neighbourhood
         (row 40 k + c: kernel offset k = 3 di + dj, input channel c). For `decode` with few observations."""
-        return self.cnn[2].weight.permute(2, 3, 1, 0).reshape(9 * 40, 80).contiguous()
+        return cast(nn.Conv2d, self.cnn[2]).weight.permute(2, 3, 1, 0).reshape(9 * 40, 80).contiguous()
 
     def decode(self, obs: torch.Tensor, conv1: torch.Tensor, conv2: torch.Tensor | None = None) -> torch.Tensor:
         """`forward` for decoding, with the one-hot and the first convolution folded into one lookup: each
@@ -159,13 +160,14 @@ class SymbolicEncoder(nn.Module):
         code = (torch.minimum(obs.long(), self.hi.view(3)) * self.cell_weight).sum(-1)  # (N, 7, 7)
         code = F.pad(code, (1, 1, 1, 1), value=198).view(N, 81).index_select(1, self.nb_cell) + self.nb_row
         x = F.embedding_bag(code.view(N * 49, 9), conv1, mode="sum").relu_()  # (N * 49, 40)
-        bias = self.cnn[2].bias
+        conv = cast(nn.Conv2d, self.cnn[2])
+        bias = conv.bias
         if conv2 is not None and N <= IM2COL_MAX:
             x = F.pad(x.view(N, 7, 7, 40), (0, 0, 1, 1, 1, 1)).view(N, 81, 40)  # zero border: conv padding
             x = x.index_select(1, self.nb_cell).view(N * 49, 9 * 40)  # each cell's 3x3 neighbourhood
-            x = torch.addmm(bias, x, conv2).relu_().view(N, 7, 7, 80).permute(0, 3, 1, 2)  # (N, 80, 7, 7)
+            x = torch.addmm(cast(torch.Tensor, bias), x, conv2).relu_().view(N, 7, 7, 80).permute(0, 3, 1, 2)  # (N, 80, 7, 7)
         else:  # (N, 40, 7, 7), channels last: oneDNN's preferred layout
-            x = F.conv2d(x.view(N, 7, 7, 40).permute(0, 3, 1, 2), self.cnn[2].weight, bias, padding=1).relu_()
+            x = F.conv2d(x.view(N, 7, 7, 40).permute(0, 3, 1, 2), conv.weight, bias, padding=1).relu_()
         return torch.tanh(F.linear(x.flatten(1), self.fc.weight, self.fc.bias))  # (N, d)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -423,23 +425,23 @@ class AttentionTuner(nn.Module):
         except TypeError:
             raise ValueError(f"supervised must be a sequence of (layer, head) pairs, got {supervised!r}") from None
         _validate(obs_mode, n_actions, d_model, n_layers, n_heads, d_ff, dropout, sup)
-        supervised = tuple((p[0], p[1]) for p in sup)
+        pairs: tuple[tuple[int, int], ...] = tuple((p[0], p[1]) for p in sup)
         self.hparams = dict(obs_mode=obs_mode, n_actions=n_actions, d_model=d_model, n_layers=n_layers,
-                            n_heads=n_heads, d_ff=d_ff, dropout=dropout, supervised=supervised)
+                            n_heads=n_heads, d_ff=d_ff, dropout=dropout, supervised=pairs)
         self.obs_mode, self.n_actions, self.d_model = obs_mode, n_actions, d_model
-        self.n_layers, self.n_heads, self.supervised = n_layers, n_heads, supervised
+        self.n_layers, self.n_heads, self.supervised = n_layers, n_heads, pairs
         self.obs_shape = OBS_SHAPES[obs_mode]
 
         self.obs_enc = SymbolicEncoder(d_model) if obs_mode == "symbolic" else PixelEncoder(d_model)
         self.act_enc = nn.Linear(n_actions, d_model)
         self.ln_emb = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
-        blocks = [Block(d_model, n_heads, d_ff, dropout, [h for (i, h) in supervised if i == layer])
+        blocks = [Block(d_model, n_heads, d_ff, dropout, [h for (i, h) in pairs if i == layer])
                   for layer in range(n_layers)]
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(d_model, n_actions)
         # where each supervised (layer, head) sits in its layer's explicit-attention tensor
-        self._sup_index = [(i, blocks[i].explicit.index(h)) for (i, h) in supervised]
+        self._sup_index = [(i, blocks[i].explicit.index(h)) for (i, h) in pairs]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -495,12 +497,14 @@ class AttentionTuner(nn.Module):
         x = torch.stack((o, a), dim=2).view(B, 2 * T, C)  # (B, 2T, C): o_t at 2t, a_t at 2t + 1
         if packing is not None:
             x = packing.pack(x)  # (N, C): the real tokens
-        pairs, explicit, index = self.supervised, [None] * self.n_layers, self._sup_index
+        pairs, index = self.supervised, self._sup_index
+        explicit: list[list[int] | None] = [None] * self.n_layers
         if probe is not None:
-            pairs = tuple(tuple(p) for p in probe)
-            _check_heads("probe", pairs, self.n_layers, self.n_heads)
-            explicit = [sorted({h for i, h in pairs if i == layer}) for layer in range(self.n_layers)]
-            index = [(i, explicit[i].index(h)) for i, h in pairs]
+            probed = tuple(tuple(p) for p in probe)
+            _check_heads("probe", probed, self.n_layers, self.n_heads)
+            pairs = tuple((p[0], p[1]) for p in probed)
+            chosen = [sorted({h for i, h in pairs if i == layer}) for layer in range(self.n_layers)]
+            explicit, index = list(chosen), [(i, chosen[i].index(h)) for i, h in pairs]
         x = self.drop(self.ln_emb(x))
         atts = []
         for block, heads in zip(self.blocks, explicit, strict=True):
@@ -563,7 +567,7 @@ class AttentionTuner(nn.Module):
         if t > 0:
             if cache.actions is None:  # the embedding of each action: rows of tanh(Linear(one-hot))
                 cache.actions = self._embed_act(torch.arange(self.n_actions, device=emb.device))
-            a = cache.actions.index_select(0, prev_action.clamp(0, self.n_actions - 1)) + cache.pe[t - 1]
+            a = cache.actions.index_select(0, cast(torch.Tensor, prev_action).clamp(0, self.n_actions - 1)) + cache.pe[t - 1]
             x = torch.stack((a, x), dim=1)  # (B, 2, C): a_{t-1} then o_t
         else:
             x = x[:, None]  # (B, 1, C)

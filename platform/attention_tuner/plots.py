@@ -87,12 +87,13 @@ def learning_curves(history: list[dict[str, float]], path: str | Path, title: st
     ax1.legend()
     what = {"val/expert_attention_mass": " (every step, all expert keys)",
             "val/recall_attention_mass": " (decision steps, recalled frames)"}
-    for key, style in (("train/accuracy", "-"), ("val/accuracy", "--"), ("val/decision_accuracy", "-."),
-                       ("val/expert_attention_mass", ":"), ("val/recall_attention_mass", (0, (1, 4))),
-                       ("eval/success_rate", "-")):
+    dashes: list[tuple[str, str | tuple[int, tuple[int, int]]]] = [
+        ("train/accuracy", "-"), ("val/accuracy", "--"), ("val/decision_accuracy", "-."),
+        ("val/expert_attention_mass", ":"), ("val/recall_attention_mass", (0, (1, 4))), ("eval/success_rate", "-")]
+    for key, dash in dashes:
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         if pts:
-            ax2.plot(*zip(*pts, strict=True), linestyle=style, marker="o" if key.startswith("eval/") else None,
+            ax2.plot(*zip(*pts, strict=True), linestyle=dash, marker="o" if key.startswith("eval/") else None,
                      label=key + what.get(key, ""))
     ax2.set_ylim(-0.02, 1.02)
     ax2.set_xlabel("epoch")

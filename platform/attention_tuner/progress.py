@@ -43,7 +43,7 @@ class Progress(tune.Callback):
         self.start = clock()
         self.finished = 0
 
-    def setup(self, **info: Any) -> None:  # each run, a resumed one included: its clock starts now
+    def setup(self, *args: Any, **info: Any) -> None:  # each run, a resumed one included: its clock starts now
         self.start = self.clock()
 
     def _say(self, text: str) -> None:

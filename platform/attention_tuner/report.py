@@ -274,7 +274,7 @@ def search_all(c, experiment_id: str) -> list:
     """Every (not deleted) run of an experiment, page by page."""
     runs, token = [], None
     while True:
-        page = tracking.retry(lambda t=token: c.search_runs([experiment_id], max_results=1000, page_token=t))
+        page = tracking.retry(functools.partial(c.search_runs, [experiment_id], max_results=1000, page_token=token))
         runs += list(page)
         token = page.token
         if not token:
@@ -454,7 +454,8 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
         sections += [preface.rstrip(), ""]
     sections += [verdict_table(rows), ""]
     main = main_rows(rows)
-    tables = [("task_method", ("task", "method"), "Success rate by task and method", main)]
+    tables: list[tuple[str, tuple[str, ...], str, list[TrialRow]]] = [
+        ("task_method", ("task", "method"), "Success rate by task and method", main)]
     clean = demonstration_rows(clean_rows(rows))
     if len({r.fraction for r in clean if r.method == "attention_tuner"}) > 1:
         tables.append(("fraction", ("task", "fraction"), "Success rate by annotated fraction (0: vanilla)",

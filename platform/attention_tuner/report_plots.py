@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,7 @@ def heads_grid_figure(rows: list[TrialRow]):
         grid = np.full((L, H), np.nan)
         for layer in range(L):
             for head in range(H):
-                values = [r.success for r in cells.get((layer, head), []) if r.counted]
+                values = [r.success for r in cells.get((layer, head), []) if r.counted and r.success is not None]
                 if values:
                     grid[layer, head] = np.mean(values)
                     text = f"{np.mean(values):.2f}\nn={len(values)}"
@@ -222,10 +223,10 @@ def curve_points(uri: str, rows: list[TrialRow], x_metric: str | None = None) ->
     c = tracking.client(uri)
     out = {}
     for r in rows:
-        hist = tracking.retry(lambda r=r: c.get_metric_history(r.run_id, METRIC))
+        hist = tracking.retry(partial(c.get_metric_history, r.run_id, METRIC))
         x = {m.step: m.step for m in hist}
         if x_metric:
-            x = {m.step: m.value for m in tracking.retry(lambda r=r: c.get_metric_history(r.run_id, x_metric))}
+            x = {m.step: m.value for m in tracking.retry(partial(c.get_metric_history, r.run_id, x_metric))}
         out[r.run_id] = sorted((x[m.step], m.value) for m in hist if m.step in x)
     return out
 

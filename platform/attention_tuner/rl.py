@@ -113,8 +113,9 @@ def make_env(env_config: dict[str, Any]) -> gym.Env:
     return PolicyObservation(env, env_config["obs_mode"], flat=env_config["encoder"] == "mlp")
 
 
-# Convolutions like the Transformer's observation encoders: [channels, kernel, stride, padding]
-CONV_FILTERS = {
+# Convolutions like the Transformer's observation encoders: [channels, kernel, stride, padding] (RLlib takes the
+# padding too; its type hint names only the first three)
+CONV_FILTERS: dict[str, Any] = {
     "symbolic": [[40, 3, 1, "same"], [80, 3, 1, "same"]],  # SymbolicEncoder
     "pixels": [[32, 8, 4, "valid"], [64, 4, 2, "valid"], [64, 3, 1, "valid"]],  # PixelEncoder (Nature DQN)
 }

@@ -18,6 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,9 +74,10 @@ def resolve_uri(uri: str | None, must_exist: bool = False) -> str:
         uri, source = os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI"
     else:
         uri, source = default_uri(), "tracking URI"
+    given: str = uri
 
     def bad(problem: str) -> ValueError:
-        return ValueError(f"{source} {display_uri(uri)!r}: {problem}")
+        return ValueError(f"{source} {display_uri(given)!r}: {problem}")
 
     scheme = uri.partition(":")[0].lower() if "://" in uri else ""
     if not scheme:
@@ -309,7 +311,7 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
 
     items = [Param(k, str(v)[:6000]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):
-        retry(lambda chunk=items[i : i + 100]: client(uri).log_batch(run_id, params=chunk))
+        retry(partial(client(uri).log_batch, run_id, params=items[i : i + 100]))
 
 
 def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
@@ -380,5 +382,5 @@ def end_unfinished_trials(uri: str, experiment_id: str, parent: str, trial_keys:
     by an interrupted sweep (a resumed sweep continues the same run)."""
     for key in trial_keys:
         found = find_run(uri, experiment_id, {TRIAL_TAG: key, "parent_run": parent})
-        if found and retry(lambda found=found: client(uri).get_run(found)).info.status == "RUNNING":
+        if found and retry(partial(client(uri).get_run, found)).info.status == "RUNNING":
             finish(uri, found, status)

@@ -179,7 +179,6 @@ def train(
     demos: datasets.Demonstrations,
     run_dir: str | Path | None = None,
     report: Report | None = None,
-    resume: bool = True,
 ) -> dict[str, float]:
     """Train ``cfg`` on ``demos``; checkpoints go to ``run_dir`` (resumed from there when present).
 
@@ -195,7 +194,7 @@ def train(
 
     start_epoch, history = 0, []
     ckpt_dir = Path(run_dir) / "checkpoint" if run_dir is not None else None
-    if resume and ckpt_dir is not None and checkpoint.resolve(ckpt_dir).is_file():
+    if ckpt_dir is not None and checkpoint.resolve(ckpt_dir).is_file():
         # on the CPU: load_state_dict moves weights and Adam's moments to the device and keeps Adam's step
         # counters on the CPU, as a fresh run has them (on CUDA, each would cost a sync per parameter per step)
         state = checkpoint.load(ckpt_dir, map_location="cpu")

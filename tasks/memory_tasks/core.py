@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import reprlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import gymnasium as gym
 import numpy as np
@@ -33,6 +33,14 @@ class Expert(Protocol):
     def act(self, obs: np.ndarray) -> tuple[int, list[int]]:
         """Return (action, recalled timesteps p <= t, including t itself) for the current step t."""
         ...
+
+
+class MemoryTask(Protocol):
+    """What the unwrapped environment of every task offers (the module docstring)."""
+
+    symbolic_obs: np.ndarray
+
+    def make_expert(self) -> Expert: ...
 
 
 @dataclass(frozen=True)
@@ -59,9 +67,13 @@ class Episode:
 def rollout(env: gym.Env, seed: int, max_steps: int | None = None) -> Episode:
     """Play the task's expert for one episode from ``env.reset(seed=seed)`` and record it."""
     obs, _ = env.reset(seed=int(seed))
-    base = env.unwrapped
+    base = cast(MemoryTask, env.unwrapped)
     expert = base.make_expert()
-    observations, symbolic, actions, rewards, pairs = [], [], [], [], []
+    observations: list[np.ndarray] = []
+    symbolic: list[np.ndarray] = []
+    actions: list[int] = []
+    rewards: list[float] = []
+    pairs: list[tuple[int, int]] = []
     success = False
     t = 0
     while True:
@@ -100,7 +112,7 @@ def reject_unknown(task: str, unknown: dict[str, Any], env_class: type | None = 
         if env_class is not None:
             import inspect
 
-            params = [p for p in inspect.signature(env_class.__init__).parameters.values()
+            params = [p for p in inspect.signature(env_class).parameters.values()
                       if p.kind is p.KEYWORD_ONLY and p.name not in ("obs_mode", "render_mode")]
             known = "; it has: " + ", ".join(f"{p.name} (default {p.default!r})" for p in params)
         raise ValueError(f"{task}: unknown parameter(s) {names}{known}")

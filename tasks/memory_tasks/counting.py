@@ -189,8 +189,8 @@ class CountingEnv(MiniGridEnv):
         self.symbolic_obs = view
         return view if self.obs_mode == "symbolic" else symbolic_to_pixels(view)
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        action = core.check_action(TASK, action, int(self.action_space.n))
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        action = core.check_action(TASK, action, len(Actions))  # MiniGrid's Discrete(7)
         self.step_count += 1
         if action == Actions.pickup:
             action = Actions.toggle

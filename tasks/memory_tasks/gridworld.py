@@ -112,6 +112,8 @@ def tile_table(style: str) -> np.ndarray:
 
 
 def _tile(style: str, slot: int, kind: int, colour: int, state: int) -> np.ndarray:
+    obj: WorldObj | None
+    agent_dir: int | None
     if style == "arena" and kind == AGENT:
         obj, agent_dir = (Lava() if state == 1 else None), colour % 4
     else:

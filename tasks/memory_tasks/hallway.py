@@ -221,7 +221,7 @@ class HallwayEnv(MiniGridEnv):
     # ---- dynamics
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        action = core.check_action(TASK, action, int(self.action_space.n))
+        action = core.check_action(TASK, action, len(Actions))  # MiniGrid's Discrete(7)
         if action == Actions.pickup:
             action = Actions.toggle
         if action == Actions.toggle:  # the only action that changes a cell: do it here, keep its code in step

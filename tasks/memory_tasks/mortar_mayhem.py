@@ -226,7 +226,7 @@ class MortarMayhemEnv(gym.Env):
             self.symbolic_obs.copy() if self.obs_mode == "symbolic" else symbolic_to_pixels(self.symbolic_obs)
         )
 
-    def render(self) -> np.ndarray | None:
+    def render(self) -> np.ndarray | None:  # type: ignore[override]  # gymnasium's hint is a free TypeVar
         return symbolic_to_pixels(self.symbolic_obs) if self.render_mode == "rgb_array" else None
 
     def make_expert(self) -> MortarMayhemExpert:

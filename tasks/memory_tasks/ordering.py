@@ -206,7 +206,7 @@ class OrderingEnv(MiniGridEnv):
 
     # ---- dynamics
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self._over:
             raise RuntimeError(f"{TASK}: the episode is over; call reset()")
         action = core.check_action(TASK, action, 7)
