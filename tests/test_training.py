@@ -324,3 +324,14 @@ def test_a_checkpoint_whose_annotated_subset_was_drawn_the_old_way_is_refused_be
                 training.train(longer, demo, run)
         else:
             assert training.train(longer, demo, run)["epoch"] == 3
+
+
+def test_a_run_moves_between_devices(demo, tmp_path):
+    """The device is where a run trains, not what it is: a checkpoint of a `device: cuda` run (here: its saved
+    configuration says so) resumes under `device: cpu` (a GPU run continued on a laptop), and back."""
+    training.train(config(**{"optim.epochs": 2}), demo, tmp_path)
+    state = checkpoint.load(tmp_path / "checkpoint")
+    state["config"]["device"] = "cuda"
+    checkpoint.save(tmp_path / "checkpoint", state)
+    final = training.train(config(**{"device": "cpu"}), demo, tmp_path)
+    assert checkpoint.load(tmp_path / "checkpoint")["epoch"] == 4 and 0.0 <= final["val/accuracy"] <= 1.0

@@ -116,9 +116,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
-    """Refuse to resume from a checkpoint of another configuration (the budgets, epochs, training seconds or
-    environment steps, may differ: a run can be extended)."""
+    """Refuse to resume from a checkpoint of another configuration. The budgets, epochs, training seconds or
+    environment steps, may differ (a run can be extended), and so may the device (a run started on a GPU can
+    go on on the CPU, and back: the same run, though not bit for bit the uninterrupted one)."""
     a, b = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    a.pop("device", None)
+    b.pop("device", None)
     for section, budget in (("optim", "epochs"), ("optim", "time_budget_s"), ("rl", "env_steps")):
         a.get(section, {}).pop(budget, None)
         b.get(section, {}).pop(budget, None)
