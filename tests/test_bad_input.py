@@ -88,6 +88,7 @@ SWEEP_FILES = {
     "longname.py": sweep_file(f"SWEEP = SweepSpec(name='{'x' * 101}', base={{}}, space={{}})\n"),
     "description.py": sweep_file("SWEEP = SweepSpec(name='x', base={}, space={}, description=5)\n"),
     "nanresources.py": sweep_file("SWEEP = SweepSpec(name='x', base={}, space={}, resources={'cpu': float('nan')})\n"),
+    "cudanogpu.py": sweep_file("SWEEP = SweepSpec(name='x', base={'device': 'cuda'}, space={'seed': [0]})\n"),
     "ok.py": sweep_file(f"SWEEP = SweepSpec(name='ok', base={TINY_BASE}, space={{'seed': [0]}})\n"
                         "if __name__ == '__main__':\n    from attention_tuner.sweep import main\n\n    main(SWEEP)\n"),
 }
@@ -335,6 +336,8 @@ CASES = [
     Case("sweep-resources-negative", ["sweep", f"{W}/negresources.py", *DRAFT], "resources.cpu must be a non-negative",
          absent=NOTHING),
     Case("sweep-resources-nan", ["sweep", f"{W}/nanresources.py", *DRAFT], "resources.cpu must be a non-negative",
+         absent=NOTHING),
+    Case("sweep-cuda-without-a-gpu", ["sweep", f"{W}/cudanogpu.py", *DRAFT], "device: cuda, but resources.gpu is 0",
          absent=NOTHING),
     Case("sweep-description-not-text", ["sweep", f"{W}/description.py", *DRAFT], "description must be a text, got 5",
          absent=NOTHING),

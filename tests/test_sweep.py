@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -399,8 +400,30 @@ def test_a_trial_given_a_gpu_it_cannot_use_is_refused_not_run_on_the_cpu(monkeyp
     auto = build(TrialConfig, {"device": "auto"})
     with pytest.raises(RuntimeError, match=r"given GPU \[0\] but torch .* sees no CUDA device"):
         sweep.trial_device(auto, [0])
-    assert sweep.trial_device(auto, []) == "cpu"  # no GPU asked for: the CPU is what was meant
-    assert sweep.trial_device(apply_overrides(auto, {"device": "cpu"}), [0]) == "cpu"  # said so
+    assert sweep.trial_device(auto, []) == (apply_overrides(auto, {"device": "cpu"}), "cpu")  # none asked for
+    assert sweep.trial_device(apply_overrides(auto, {"device": "cpu"}), [0])[1] == "cpu"  # said so
+
+
+def test_a_trial_ray_gave_no_gpu_leaves_the_node_s_gpus_alone(monkeypatch):
+    """Ray 2.60 leaves CUDA_VISIBLE_DEVICES alone for a trial given 0 GPUs: under device: auto such a trial
+    would train on cuda:0 beside the trials that were given it. It trains on the CPU; outside Ray (None) auto
+    stays auto; and a sweep whose trials say device: cuda without asking Ray for a GPU is refused upfront."""
+    import torch
+
+    from attention_tuner.config import ConfigError, TrialConfig, build
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A10G")
+    auto = build(TrialConfig, {"device": "auto"})
+    cfg, name = sweep.trial_device(auto, [])
+    assert (cfg.device, name) == ("cpu", "cpu")
+    cfg, name = sweep.trial_device(auto, ["0"])
+    assert (cfg.device, name) == ("auto", "cuda (NVIDIA A10G)")
+    assert sweep.trial_device(auto, None)[1] == "cuda (NVIDIA A10G)"
+    spec = sweep.SweepSpec(name="gpu_less", base={"device": "cuda"}, space={"seed": [0]})
+    with pytest.raises(ConfigError, match=r"trial \{'seed': '0'\}: device: cuda, but resources.gpu is 0"):
+        sweep.trials(spec)
+    assert sweep.trials(dataclasses.replace(spec, resources={"cpu": 1, "gpu": 0.5}))[0].config.device == "cuda"
 
 
 def test_a_cluster_whose_trials_run_elsewhere_needs_a_tracking_server():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -152,6 +153,9 @@ def trials(spec: SweepSpec, extra: dict[str, Any] | None = None) -> list[Trial]:
             cfg = apply_overrides(base, overrides)
         except ConfigError as e:
             raise ConfigError(f"sweep {spec.name}: trial {labels}: {e}") from None
+        if cfg.device == "cuda" and not spec.resources.get("gpu", 0):
+            raise ConfigError(f"sweep {spec.name}: trial {labels}: device: cuda, but resources.gpu is 0 (Ray would "
+                              "give it no GPU): ask for one, e.g. resources={'cpu': 1, 'gpu': 1}")
         key = f"{i:03d}-" + "-".join(f"{v}" for v in labels.values())
         out.append(Trial(key=_safe(key), labels=labels, config=cfg))
     seen: dict[str, str] = {}
@@ -313,7 +317,7 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
         tune.report(dict(metrics), checkpoint=saved)
 
     try:
-        device = trial_device(cfg, ray.get_gpu_ids() if ray.is_initialized() else [])
+        cfg, device = trial_device(cfg, ray.get_gpu_ids() if ray.is_initialized() else None)
         tracking.set_tags(uri, run_id, {"device": device})  # what `device: auto` became on this node
         result = run_trial(cfg, run_dir, ctx["data_root"], report=report)
         config_file = [run_dir / "config.yaml"] if (run_dir / "config.yaml").is_file() else []  # for `train --config`
@@ -335,21 +339,26 @@ def trainable(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     tune.report({**result["metrics"], **last, COMPLETE: 1})
 
 
-def trial_device(cfg: TrialConfig, gpu_ids: list[Any]) -> str:
-    """The device a sweep trial trains on, named for its MLflow run ("cuda (NVIDIA A10G)", "cpu"). A trial that
-    Ray gave a GPU (``gpu_ids``) and that would fall back to the CPU under ``device: auto`` is refused: on a
-    GPU node that means a CPU-only torch or a driver mismatch, and training on the CPU there would take days
-    unnoticed."""
+def trial_device(cfg: TrialConfig, gpu_ids: list[Any] | None) -> tuple[TrialConfig, str]:
+    """The configuration a sweep trial trains with and its device, named for its MLflow run ("cuda (NVIDIA
+    A10G)", "cpu"). ``gpu_ids``: the GPUs Ray gave the trial (None: not run by Ray).
+
+    Under ``device: auto`` a trial Ray gave no GPU trains on the CPU: Ray 2.60 no longer hides a node's GPUs
+    from such a trial, and taking one would share it, unaccounted, with the trials that were given it. A trial
+    that Ray gave a GPU and that would fall back to the CPU is refused: on a GPU node that means a CPU-only
+    torch or a driver mismatch, and training on the CPU there would take days unnoticed."""
     import torch
 
     from attention_tuner.training import pick_device
 
+    if gpu_ids is not None and not gpu_ids and cfg.device == "auto":
+        cfg = dataclasses.replace(cfg, device="cpu")
     device = pick_device(cfg.device)  # device: cuda without CUDA is a ValueError already
     if gpu_ids and device.type != "cuda" and cfg.device == "auto":
         raise RuntimeError(f"this trial was given GPU {gpu_ids} but torch {torch.__version__} sees no CUDA device "
                            "(a CPU-only torch build, or a driver too old for it): not training on the CPU; set "
                            "device: cpu in the sweep to mean it")
-    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    return cfg, f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
 
 
 def keep_reported_checkpoint(folder: Path, reported: Any) -> None:
