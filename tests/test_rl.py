@@ -155,6 +155,12 @@ def test_ppo_trains_checkpoints_and_resumes_where_it_stopped(tmp_path, ray_local
         torch.testing.assert_close(value, weights[name], rtol=0, atol=0)
     again = rl.evaluate(module, cfg, cfg.task.kwargs, cfg.eval.episodes, num_envs=3)
     assert again["success_rate"] == first["eval/success_rate"]  # the same greedy policy on the same seeds
+    saved["config"]["device"] = "cuda"  # a checkpoint of a GPU run loads and plays on this CPU machine
+    checkpoint.save(tmp_path / "gpu_run", saved)
+    on_gpu, gpu_cfg = rl.load_module(tmp_path / "gpu_run")
+    assert gpu_cfg.device == "cuda"
+    replay = rl.evaluate(on_gpu, gpu_cfg, cfg.task.kwargs, cfg.eval.episodes, num_envs=3)
+    assert (replay["success_rate"], replay["mean_return"]) == (again["success_rate"], again["mean_return"])
 
     seen = []
     final = rl.train(config(**{"rl.env_steps": 1024}), tmp_path, report=lambda m, it, ck: seen.append(it))

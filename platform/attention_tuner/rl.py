@@ -25,6 +25,7 @@ to an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -206,7 +207,7 @@ def load_module(path: str | Path) -> tuple[Any, TrialConfig]:
     cfg = build(TrialConfig, state["config"])
     if cfg.algorithm != "ppo_lstm":
         raise checkpoint.CheckpointError(f"{checkpoint.resolve(path)}: a {cfg.algorithm} checkpoint, not ppo_lstm")
-    config = ppo_config(cfg)
+    config = ppo_config(dataclasses.replace(cfg, device="cpu"))  # evaluated on the CPU, wherever it trained
     module = config.get_rl_module_spec(env=make_env(config.env_config)).build()
     module.set_state(state["model"]["learner_group"]["learner"]["rl_module"][DEFAULT_MODULE_ID])
     module.eval()
