@@ -210,6 +210,17 @@ def test_evaluation_is_deterministic_and_counts_episodes(demo):
     assert a["episodes"] == 10 and a["success_rate"] == b["success_rate"] and a["mean_length"] == b["mean_length"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_evaluation_decodes_where_the_model_is():
+    """A model on the GPU is evaluated there without naming the device (the default was the CPU: a device
+    mismatch), with the same greedy actions as on the CPU up to float rounding of near ties."""
+    torch.manual_seed(0)
+    model = training.build_model(config(), 7)
+    on_cpu = evaluate(model, "Ordering", {"length": 2}, episodes=10, num_envs=4)
+    on_gpu = evaluate(model.cuda(), "Ordering", {"length": 2}, episodes=10, num_envs=4)
+    assert on_gpu["episodes"] == 10 and abs(on_gpu["success_rate"] - on_cpu["success_rate"]) <= 0.2
+
+
 SMALL_KWARGS = {"Hallway": {"length": 2}, "Ordering": {"length": 2}, "Counting": {"length": 2},
                 "MortarMayhem": {"commands": 2}, "MysteryPath": {"size": 5, "max_steps": 32}}
 
@@ -335,3 +346,17 @@ def test_a_run_moves_between_devices(demo, tmp_path):
     checkpoint.save(tmp_path / "checkpoint", state)
     final = training.train(config(**{"device": "cpu"}), demo, tmp_path)
     assert checkpoint.load(tmp_path / "checkpoint")["epoch"] == 4 and 0.0 <= final["val/accuracy"] <= 1.0
+
+
+def test_auto_precision_is_bfloat16_only_where_the_gpu_has_it(monkeypatch):
+    """precision auto: bfloat16 autocast on Ampere and later; float32 on a T4 or V100 (torch emulates bfloat16
+    there, slower than float32) and on the CPU; bf16 and fp32 as said."""
+    native = {"on": True}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+                        or native["on"])
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert training.uses_bf16("auto", cuda) and not training.uses_bf16("auto", cpu)
+    native["on"] = False  # a V100
+    assert not training.uses_bf16("auto", cuda)
+    assert training.uses_bf16("bf16", cuda) and training.uses_bf16("bf16", cpu)
+    assert not training.uses_bf16("fp32", cuda)

@@ -118,7 +118,8 @@ class OptimConfig:
     time_budget_s: float = 0.0
     """Stop after the first epoch that ends past this many seconds of training (0: no limit)."""
     precision: str = "auto"
-    """Training arithmetic: auto (bfloat16 mixed precision on CUDA, float32 on the CPU), fp32, or bf16
+    """Training arithmetic: auto (bfloat16 mixed precision on GPUs that have it, Ampere and later; float32 on
+    older GPUs and on the CPU), fp32, or bf16
     (bfloat16 mixed precision on either: on CPUs with AMX, e.g. Intel Xeon 4th generation and later, about 3x
     faster at the paper's size, see docs/performance.md; slower on CPUs without bfloat16 units). Evaluation
     decodes in float32."""

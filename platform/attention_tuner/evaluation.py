@@ -155,8 +155,10 @@ class TransformerPolicy:
     each distinct observation encoded once (`EncodingMemo`; ``reuse_encodings=False`` encodes every
     observation at every step, the reference the memo is tested and measured against)."""
 
-    def __init__(self, model: AttentionTuner, task: str, device: torch.device | str = "cpu",
+    def __init__(self, model: AttentionTuner, task: str, device: torch.device | str | None = None,
                  reuse_encodings: bool = True):
+        if device is None:  # where the model is
+            device = next(model.parameters()).device
         self.model, self.device = model, device
         self.encode = ObservationEncoder(task, model.obs_mode, device)
         self.memo = EncodingMemo(self._encode) if reuse_encodings else None
@@ -187,9 +189,10 @@ def evaluate(
     episodes: int,
     num_envs: int = 32,
     seed_offset: int = 0,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """Success rate, mean return and length of the Transformer's greedy policy on held-out seeds."""
+    """Success rate, mean return and length of the Transformer's greedy policy on held-out seeds, decoded on
+    ``device`` (default: the model's)."""
     if episodes <= 0:
         return {}
     was_training = model.training

@@ -57,14 +57,22 @@ def decision_steps(pairs: np.ndarray, T: int) -> np.ndarray:
     return out
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training autocasts to bfloat16: always under ``bf16``; under ``auto`` on GPUs with bfloat16
+    arithmetic (Ampere and later: A10G, A100, H100), not on older ones (T4, V100), where torch emulates it
+    much slower than float32."""
+    if precision == "bf16":
+        return True
+    return precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 class Stepper:
     """Runs one batch through the model and the losses (train or measure) on the trial's device."""
 
     def __init__(self, cfg: TrialConfig, model: AttentionTuner, device: torch.device):
         self.cfg, self.model, self.device = cfg, model, device
         self.encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, device)
-        precision = cfg.optim.precision
-        self.amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")  # bfloat16 autocast
+        self.amp = uses_bf16(cfg.optim.precision, device)  # bfloat16 autocast
         # a model without supervised heads (memory.weight 0) is measured on memory.heads all the same (eval mode)
         self.probe = None if supervised_heads(cfg) else memory_heads(cfg)
 
