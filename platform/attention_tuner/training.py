@@ -87,7 +87,7 @@ class Stepper:
             logits, attn = self.model(obs, actions, mask, probe=probe)  # (B, T, A), (B, S, 2T, 2T) | None
         a_loss, acc = losses.action_loss(logits.float(), actions, mask)
         out = {"action_loss": a_loss, "accuracy": acc, "loss": a_loss}
-        if attn is not None and bool(annotated.any()):
+        if attn is not None and batch.annotated.any():  # asked of the host's copy: no device sync
             E = losses.expert_matrix(batch.pairs, batch.obs.shape[1], dev)  # (B, 2T, 2T)
             if probe is None:
                 m_loss = losses.memory_loss(attn, E, mask, annotated, cfg.memory.variant, cfg.memory.split)
@@ -221,7 +221,9 @@ def train(
     for epoch in range(start_epoch, cfg.optim.epochs):
         model.train()
         rng = np.random.default_rng([cfg.seed, epoch])
-        sums: dict[str, float] = {}
+        # float64 on the device: a CUDA step waits for no result of the one before (the same sums as Python
+        # floats would give)
+        sums: dict[str, torch.Tensor] = {}
         counted = {"steps": 0.0, "mem_batches": 0.0}
         t0 = time.perf_counter()
         for batch in datasets.batches(demos, train_idx, pairs, cfg.optim.batch_size, rng):
@@ -234,17 +236,17 @@ def train(
             n_steps = float(batch.mask.sum())
             counted["steps"] += n_steps
             for key in ("loss", "action_loss", "accuracy"):  # per real step, as the held-out ones
-                sums[key] = sums.get(key, 0.0) + float(out[key].detach()) * n_steps
+                sums[key] = sums.get(key, 0.0) + out[key].detach().double() * n_steps
             if "memory_loss" in out:
                 counted["mem_batches"] += 1
-                sums["memory_loss"] = sums.get("memory_loss", 0.0) + float(out["memory_loss"].detach())
+                sums["memory_loss"] = sums.get("memory_loss", 0.0) + out["memory_loss"].detach().double()
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
         trained_s += elapsed
-        metrics = {f"train/{k}": v / counted["steps"] for k, v in sums.items() if k != "memory_loss"}
+        metrics = {f"train/{k}": float(v) / counted["steps"] for k, v in sums.items() if k != "memory_loss"}
         if counted["mem_batches"]:
-            metrics["train/memory_loss"] = sums["memory_loss"] / counted["mem_batches"]
+            metrics["train/memory_loss"] = float(sums["memory_loss"]) / counted["mem_batches"]
         metrics["perf/samples_per_s"] = counted["steps"] / elapsed
         metrics["perf/epoch_s"] = elapsed
         metrics["perf/train_s"] = trained_s
