@@ -347,3 +347,32 @@ def test_durations_read_as_a_person_says_them():
 
     assert [duration(s) for s in (0.2, 14, 89, 420, 3 * 3600 + 1800, 145 * 86400)] == [
         "0.2 s", "14 s", "89 s", "7 min", "3.5 h", "145 days"]
+
+
+def test_arms_of_any_other_setting_are_kept_apart(tmp_path):
+    """A sweep over Hallway lengths and the memory-loss variant: each length is its own row of every table and
+    verdict (both methods), the variant its own table with the default variant as the main arm; a setting
+    that differs only between methods (the vanilla's own learning rate) splits nothing. Before, all of it was
+    pooled into one Hallway cell per method."""
+    short, long_ = {"task.kwargs.length": "10"}, {"task.kwargs.length": "30"}
+    other = {**short, "memory.variant": "decision_rows"}
+    lr = {"optim.lr": "0.001"}
+    uri = make_store(tmp_path, [
+        ("Hallway", 10, 1.0, 0, 0.9, "FINISHED", short), ("Hallway", 10, 1.0, 1, 0.7, "FINISHED", short),
+        ("Hallway", 10, 1.0, 0, 0.3, "FINISHED", other), ("Hallway", 10, 1.0, 1, 0.1, "FINISHED", other),
+        ("Hallway", 10, 1.0, 0, 0.5, "FINISHED", long_), ("Hallway", 10, 1.0, 1, 0.5, "FINISHED", long_),
+        ("Hallway", 0, 1.0, 0, 0.2, "FINISHED", {**short, **lr}), ("Hallway", 0, 1.0, 1, 0.2, "FINISHED", {**short, **lr}),
+        ("Hallway", 0, 1.0, 0, 0.1, "FINISHED", {**long_, **lr}), ("Hallway", 0, 1.0, 1, 0.3, "FINISHED", {**long_, **lr}),
+    ])
+    text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
+    assert "| Hallway (length=10) | attention_tuner | 0.800 ± 0.100 | 2 |  |" in text
+    assert "| Hallway (length=10) | vanilla | 0.200 ± 0.000 | 2 |  |" in text
+    assert "| Hallway (length=30) | attention_tuner | 0.500 ± 0.000 | 2 |  |" in text
+    assert "| Hallway (length=30) | vanilla | 0.200 ± 0.100 | 2 |  |" in text
+    assert "| Hallway (length=10) | memory.variant=decision_rows | 0.200 ± 0.100 | 2 |  |" in text
+    assert "| Hallway (length=10) | memory.variant=reference | 0.800 ± 0.100 | 2 |  |" in text
+    assert "| Hallway (length=10) | 0.800 ± 0.100 (n=2) | 0.200 ± 0.000 (n=2) |" in text  # the verdict's row
+    assert "| Hallway (length=30) | 0.500 ± 0.000 (n=2) | 0.200 ± 0.100 (n=2) |" in text
+    assert "attention_tuner (memory.variant=decision_rows) |" in text  # its trials, in the list of trials
+    assert {p.name for p in (tmp_path / "out").glob("attention_*.png")} <= {
+        f"attention_Hallway_length_{n}_{m}.png" for n in (10, 30) for m in ("attention_tuner", "vanilla")}

@@ -514,3 +514,30 @@ def test_the_paper_sweeps_train_on_the_papers_numbers_of_demonstrations():
     for task, overrides in PAPER_TASKS.items():
         train, _ = datasets.split(Episodes(overrides["data.episodes"]), 0.1)
         assert len(train) == paper[task], task
+
+
+def test_the_printed_table_keeps_arms_of_any_other_setting_apart():
+    """A sweep over a task parameter and over the memory-loss variant: each length is its own task row (both
+    methods), each variant its own AttentionTuner arm (the default variant the main one); a setting that only
+    differs between methods (not within one) splits nothing."""
+    from types import SimpleNamespace
+
+    from attention_tuner.config import TrialConfig, apply_overrides, build, to_dict
+
+    def result(key, overrides, success):
+        cfg = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **overrides})
+        return SimpleNamespace(config={"trial": {"key": key, "labels": {}, "config": to_dict(cfg)}},
+                               metrics={"eval/success_rate": success, sweep.COMPLETE: 1}, error=None)
+
+    grid = [result(f"{i}", {"task.kwargs.length": length, "memory.variant": variant, "seed": seed, **method},
+                   success)
+            for i, (length, variant, seed, method, success) in enumerate([
+                (10, "reference", 0, {}, 0.9), (10, "reference", 1, {}, 0.7), (10, "decision_rows", 0, {}, 0.3),
+                (30, "reference", 0, {}, 0.5), (10, "reference", 0, {"memory.weight": 0.0, "optim.lr": 1e-3}, 0.2),
+                (30, "reference", 0, {"memory.weight": 0.0, "optim.lr": 1e-3}, 0.1)])]
+    summary = sweep.results_table(sweep.results_rows(grid, "eval/success_rate")).split("\n\n")[1]
+    assert "| Hallway (length=10) | attention_tuner | 0.800 ± 0.100 | 2 |" in summary
+    assert "| Hallway (length=10) | attention_tuner (memory.variant=decision_rows) | 0.300 (one seed) | 1 |" in summary
+    assert "| Hallway (length=30) | attention_tuner | 0.500 (one seed) | 1 |" in summary
+    assert "| Hallway (length=10) | vanilla | 0.200 (one seed) | 1 |" in summary  # its own lr: no arm label
+    assert "| Hallway (length=30) | vanilla | 0.100 (one seed) | 1 |" in summary

@@ -8,13 +8,14 @@ final metrics, and aggregates over seeds: mean ± standard error and the number 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ class TrialRow:
     start_time: int = 0  # ms since the epoch
     commit: str = "?"
     trial: str = ""  # the trial's identity: a digest of its parameters (equal for a re-run of the same trial)
+    memory: str = ""  # AttentionTuner's memory-loss settings where its trials differ in them (`arm_settings`)
+    params: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def success(self) -> float | None:
@@ -67,6 +70,86 @@ def annotated_fraction(params: dict[str, str]) -> float:
     return float(params.get("data.annotation_fraction", "1")) if method_of(params) == "attention_tuner" else 0.0
 
 
+# Params that never set a trial's arm apart: the seed (what a cell averages over), where and how it ran, how
+# often it was evaluated on the way (the final evaluation is the one counted).
+NOT_AN_ARM = frozenset({"seed", "device", "checkpoint_every", "eval.num_envs", "eval.every"})
+# Params with columns of their own: the method (algorithm, weight, annotated fraction), the heads, the noise.
+OWN_COLUMNS = frozenset({"algorithm", "memory.weight", "data.annotation_fraction", "memory.heads",
+                         "data.noise.drop", "data.noise.shift", "data.noise.spurious"})
+
+
+def _setting_keys(key: str, method: str) -> str | None:
+    """Which of a run's settings ``key`` is: "shared" (any method's: the task's parameters, the model, the
+    training), "memory" (AttentionTuner's memory loss) or None (no arm of this method, or never an arm)."""
+    if key.startswith("label.") or key in NOT_AN_ARM or key in OWN_COLUMNS:
+        return None
+    if method == "ppo_lstm":  # learns from reward: the Transformer's and the dataset's settings do not apply
+        return "shared" if key.startswith(("task.", "eval.", "rl.")) else None
+    if key.startswith("rl."):
+        return None
+    if key.startswith("memory."):
+        return "memory" if method == "attention_tuner" else None
+    return "shared"
+
+
+def arm_settings(params: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """Per run (its params as logged; the runs of one report): what sets its arm apart beyond the task, the
+    method and the fraction, heads and noise columns, as ("key=value; ...", "key=value; ..."): the settings
+    every method has (the task's parameters, the model, the training) and AttentionTuner's memory-loss
+    settings, each listing only the keys whose values differ among one method's runs of the task ("" when none
+    do: settings that differ between methods alone, such as the RL baseline's own evaluation schedule, are
+    each method's configuration). Without it a sweep over, say, Hallway lengths or memory.variant would pool
+    its arms into one cell."""
+    defaults = logged_defaults()
+    out = [("", "")] * len(params)
+    by_task: dict[str, list[int]] = {}
+    for i, p in enumerate(params):
+        by_task.setdefault(p.get("task.name", "?"), []).append(i)
+    for runs in by_task.values():
+        seen: dict[tuple[str, str, str], set[str | None]] = {}
+        for i in runs:
+            p = params[i]
+            method = method_of(p)
+            for key in {*p, *defaults}:
+                kind = _setting_keys(key, method)
+                if kind is not None:
+                    seen.setdefault((kind, key, method), set()).add(p.get(key, defaults.get(key)))
+        varying = sorted({(kind, key) for (kind, key, _), values in seen.items() if len(values) > 1})
+        for i in runs:
+            p, method = params[i], method_of(params[i])
+            parts: dict[str, list[str]] = {"shared": [], "memory": []}
+            for kind, key in varying:
+                if _setting_keys(key, method) == kind:
+                    parts[kind].append(f"{key.removeprefix('task.kwargs.')}={p.get(key, defaults.get(key))}")
+            out[i] = ("; ".join(parts["shared"]), "; ".join(parts["memory"]))
+    return out
+
+
+def with_arm_settings(rows: list[TrialRow]) -> list[TrialRow]:
+    """The rows with their arms apart (`arm_settings`): the shared settings added to the task's name, e.g.
+    "Hallway (length=10)", the memory-loss ones in ``memory``."""
+    settings = arm_settings([r.params for r in rows])
+    return [dataclasses.replace(r, task=f"{r.task} ({shared})" if shared else r.task, memory=memory)
+            for r, (shared, memory) in zip(rows, settings, strict=True)]
+
+
+def main_memory(rows: list[TrialRow], task: str) -> str:
+    """The memory-loss setting of ``task``'s main AttentionTuner arm (`pick_main_memory`)."""
+    return pick_main_memory([r.memory for r in rows if r.task == task and r.method == "attention_tuner"])
+
+
+def pick_main_memory(used: list[str]) -> str:
+    """Among the memory-loss settings of one task's AttentionTuner trials (`arm_settings`), the main arm's: the
+    default configuration's when some trial used it, else the most common ("" when they do not differ). The
+    report and the table a sweep prints both take this rule."""
+    if not used:
+        return ""
+    defaults = logged_defaults()
+    default = [m for m in used if all(defaults.get(k) == v for k, _, v in
+                                      (part.partition("=") for part in m.split("; ")))]
+    return default[0] if default else max(sorted(set(used)), key=used.count)
+
+
 def main_heads(rows: list[TrialRow], task: str) -> str | None:
     """The supervised heads of AttentionTuner in ``task``'s main comparison (`pick_main_heads` over its trials
     without annotation noise)."""
@@ -91,8 +174,10 @@ def pick_main_heads(clean: list[tuple[str, float]]) -> str | None:
 def clean_rows(rows: list[TrialRow]) -> list[TrialRow]:
     """The trials without an ablation of the annotations or of the supervised heads: no annotation noise, and
     AttentionTuner on its task's main heads (`main_heads`); any annotated fraction."""
-    heads = {task: main_heads(rows, task) for task in {r.task for r in rows}}
-    return [r for r in rows if r.noise == "none" and (r.method != "attention_tuner" or r.heads == heads[r.task])]
+    tasks = {r.task for r in rows}
+    heads, memory = {t: main_heads(rows, t) for t in tasks}, {t: main_memory(rows, t) for t in tasks}
+    return [r for r in rows if r.noise == "none" and (r.method != "attention_tuner" or (
+        r.heads == heads[r.task] and r.memory == memory[r.task]))]
 
 
 def main_rows(rows: list[TrialRow]) -> list[TrialRow]:
@@ -102,16 +187,28 @@ def main_rows(rows: list[TrialRow]) -> list[TrialRow]:
 
 
 def heads_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The (layer, head) ablation: fully annotated AttentionTuner without annotation noise, any heads."""
-    return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"]
+    """The (layer, head) ablation: fully annotated AttentionTuner without annotation noise, on its task's main
+    memory-loss setting, any heads."""
+    memory = {t: main_memory(rows, t) for t in {r.task for r in rows}}
+    return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"
+            and r.memory == memory[r.task]]
+
+
+def memory_rows(rows: list[TrialRow]) -> list[TrialRow]:
+    """The memory-loss ablation (its settings other than the weight and heads, e.g. memory.variant): fully
+    annotated AttentionTuner without annotation noise on its task's main heads, any memory-loss setting."""
+    heads = {t: main_heads(rows, t) for t in {r.task for r in rows}}
+    return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"
+            and r.heads == heads[r.task]]
 
 
 def noise_rows(rows: list[TrialRow]) -> list[TrialRow]:
     """The annotation-noise ablation: vanilla, and fully annotated AttentionTuner on its task's main heads, at
     every noise level (not the fraction or head arms, which would mix into the same cells)."""
-    heads = {task: main_heads(rows, task) for task in {r.task for r in rows}}
-    return [r for r in rows if r.method == "vanilla"
-            or (r.method == "attention_tuner" and r.fraction == 1.0 and r.heads == heads[r.task])]
+    tasks = {r.task for r in rows}
+    heads, memory = {t: main_heads(rows, t) for t in tasks}, {t: main_memory(rows, t) for t in tasks}
+    return [r for r in rows if r.method == "vanilla" or (r.method == "attention_tuner" and r.fraction == 1.0
+                                                          and r.heads == heads[r.task] and r.memory == memory[r.task])]
 
 
 def demonstration_rows(rows: list[TrialRow]) -> list[TrialRow]:
@@ -327,7 +424,7 @@ def trial_row(r) -> TrialRow:
         task=p.get("task.name", "?"), method=method_of(p), fraction=annotated_fraction(p),
         heads=p.get("memory.heads", "?"), noise=noise or "none", seed=int(p.get("seed", 0)),
         metrics=dict(r.data.metrics), start_time=r.info.start_time or 0, commit=r.data.tags.get("git_commit", "?"),
-        trial=identity)
+        trial=identity, params=p)
 
 
 def load_rows(uri: str, experiment: str | None = None, sweep: str | None = None) -> list[TrialRow]:
@@ -438,7 +535,7 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
     if not every:
         raise ValueError(f"no trial runs found in experiment {experiment or sweep!r} at {tracking.display_uri(uri)}")
     latest, superseded = latest_runs(every)
-    rows = [r for r in latest if r.task != "?"]
+    rows = with_arm_settings([r for r in latest if r.task != "?"])
     no_params = [r for r in latest if r.task == "?"]
     preface = Path(notes).read_text() if notes else ""
     folder = Path(out)
@@ -466,6 +563,9 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
         tables.append(("noise", ("task", "method", "noise"),
                        "Success rate under annotation noise (vanilla, and AttentionTuner fully annotated on its main "
                        "heads)", noise_rows(rows)))
+    if len({r.memory for r in memory_rows(rows)}) > 1:
+        tables.append(("memory", ("task", "memory"), "Success rate by memory-loss setting (AttentionTuner fully "
+                       "annotated on its main heads)", memory_rows(rows)))
     written = set()
     for name, keys, title, subset in tables:
         groups = aggregate(subset, keys)
@@ -482,7 +582,8 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
     for r in rows:
         d = r.metrics.get("val/decision_accuracy")
         fraction = "" if r.method == "ppo_lstm" else f"{r.fraction:g}"
-        sections.append(f"| {r.name} | {r.task} | {r.method} | {fraction} | {r.seed} | {r.status.lower()} | "
+        method = f"{r.method} ({r.memory})" if r.memory else r.method
+        sections.append(f"| {r.name} | {r.task} | {method} | {fraction} | {r.seed} | {r.status.lower()} | "
                         f"{rate(r.success)} | {rate(d)} |")
     sections.append("")
     md.parent.mkdir(parents=True, exist_ok=True)

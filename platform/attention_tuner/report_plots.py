@@ -4,6 +4,7 @@ learning curves, and the expert-vs-learned attention of each task and method's m
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -341,7 +342,7 @@ def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, P
     if len({r.heads for r in heads_rows(rows)}) > 2:
         out.append(("Layer x head ablation", heads_grid(heads_rows(rows), folder / "heads_grid.png")))
     for task, method, r, n in attention_picks(transformer):
-        dest = folder / f"attention_{task}_{method}.png"
+        dest = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"attention_{task}_{method}").strip("_") + ".png")
         if copy_atomically(uri, r.run_id, "attention.png", dest):
             which = "its only finished seed" if n == 1 else f"the median of {n} finished seeds"
             out.append((f"{task_label(task)}, {method_label(method)}: seed {r.seed}, {which} (success "

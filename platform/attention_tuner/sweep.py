@@ -45,7 +45,15 @@ from attention_tuner.presets import (  # noqa: F401  (for sweep files)
     PAPER_TASKS,
     RL_BASELINE,
 )
-from attention_tuner.report import duration, mean_cell, mean_se, pick_main_heads, rate
+from attention_tuner.report import (
+    arm_settings,
+    duration,
+    mean_cell,
+    mean_se,
+    pick_main_heads,
+    pick_main_memory,
+    rate,
+)
 
 
 @dataclass(frozen=True)
@@ -617,23 +625,32 @@ COMPLETE = "trial_complete"  # in a trial's last Tune result only (never in MLfl
 
 
 def results_rows(grid, metric: str) -> list[dict[str, Any]]:
-    """One row per trial for the table a sweep prints; the arms apart as in the report (`arm_suffix`)."""
+    """One row per trial for the table a sweep prints; the arms apart as in the report (`arm_suffix`, and
+    `report.arm_settings`: the task's name carries the settings its trials differ in, the method the memory
+    loss's when not its task's main AttentionTuner arm)."""
     cfgs = [build(TrialConfig, r.config["trial"]["config"]) for r in grid]
-    clean = [c for c in cfgs if c.method == "attention_tuner" and not (c.data.noise.drop or c.data.noise.shift
-                                                                        or c.data.noise.spurious)]
+    settings = arm_settings([{k: str(v) for k, v in trial_params(Trial("", {}, c)).items()} for c in cfgs])
+    tasks = [f"{c.task.name} ({shared})" if shared else c.task.name for c, (shared, _) in zip(cfgs, settings,
+                                                                                            strict=True)]
+    at = [(t, c, mem) for t, c, (_, mem) in zip(tasks, cfgs, settings, strict=True) if c.method == "attention_tuner"]
+    clean = [(t, c) for t, c, _ in at if not (c.data.noise.drop or c.data.noise.shift or c.data.noise.spurious)]
     default = heads_label(build(TrialConfig, {}))  # the main heads of a task with no noise-free trial
-    main = {task: pick_main_heads([(heads_label(c), c.data.annotation_fraction) for c in clean
-                                   if c.task.name == task]) or default for task in {c.task.name for c in cfgs}}
+    main = {task: pick_main_heads([(heads_label(c), c.data.annotation_fraction) for t, c in clean
+                                   if t == task]) or default for task in set(tasks)}
+    memory = {task: pick_main_memory([mem for t, _, mem in at if t == task]) for task in set(tasks)}
     rows = []
-    for r, cfg in zip(grid, cfgs, strict=True):
+    for r, cfg, task, (_, mem) in zip(grid, cfgs, tasks, settings, strict=True):
         trial = r.config["trial"]
         m = r.metrics or {}
         if r.error is not None:
             status = f"error: {str(r.error).splitlines()[0][:80]}"
         else:  # a trial stopped by Ctrl-C (or never started) lacks the mark its last result gets (`trainable`)
             status = "ok" if m.get(COMPLETE) else INTERRUPTED
-        rows.append({"trial": trial["key"], **trial["labels"], "task": cfg.task.name,
-                     "method": cfg.method + arm_suffix(cfg, main[cfg.task.name]),
+        suffix = arm_suffix(cfg, main[task])
+        if cfg.method == "attention_tuner" and mem != memory[task]:
+            suffix = f"{suffix[:-1]}; {mem})" if suffix else f" ({mem})"
+        method = cfg.method + suffix
+        rows.append({"trial": trial["key"], **trial["labels"], "task": task, "method": method,
                      "seed": cfg.seed, metric: m.get(metric),
                      "val/decision_accuracy": m.get("val/decision_accuracy"), "status": status})
     return sorted(rows, key=lambda r: r["trial"])
