@@ -48,7 +48,8 @@ def test_a_change_to_the_task_code_makes_a_new_dataset(tmp_path, small_shards, m
 
 
 def test_the_task_code_digest_covers_the_task_and_shared_modules_only(tmp_path):
-    """Editing Ordering's module changes Ordering's digest only; editing a shared module changes every task's."""
+    """Editing Ordering's module changes Ordering's digest only; editing a module every task imports changes
+    every task's; adding a task (its module, a helper of its own, its registry entry) changes none."""
     import importlib.util
     import shutil
 
@@ -57,11 +58,11 @@ def test_the_task_code_digest_covers_the_task_and_shared_modules_only(tmp_path):
     src = tmp_path / "memory_tasks"
     shutil.copytree(os.path.dirname(memory_tasks.__file__), src, ignore=shutil.ignore_patterns("__pycache__"))
 
-    def digests():  # the package's __init__ loaded from the copy: it hashes the copy's files
+    def digests(tasks=("Hallway", "Ordering", "Counting", "MortarMayhem")):  # the copy's __init__ hashes its files
         spec = importlib.util.spec_from_file_location("memory_tasks_copy", src / "__init__.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        return {t: mod.source_digest(t) for t in ("Hallway", "Ordering", "Counting")}
+        return {t: mod.source_digest(t) for t in tasks}
 
     before = digests()
     assert before == {t: memory_tasks.source_digest(t) for t in before}
@@ -74,6 +75,21 @@ def test_the_task_code_digest_covers_the_task_and_shared_modules_only(tmp_path):
         f.write("\n# an edit to the shared code\n")
     shared = digests()
     assert all(shared[t] != after[t] for t in shared)
+    with open(src / "gridworld.py", "a") as f:  # imported by every task module
+        f.write("\n# an edit to the grid helpers\n")
+    grid = digests()
+    assert all(grid[t] != shared[t] for t in grid)
+    # a new task: its module, its registry entry and a new helper module of its own leave the others' digests
+    (src / "flash_helpers.py").write_text("DELAY = 5\n")
+    (src / "flash.py").write_text("from memory_tasks import core\nfrom memory_tasks.flash_helpers import DELAY\n")
+    init = (src / "__init__.py").read_text()
+    (src / "__init__.py").write_text(init.replace('"Hallway": (', '"Flash": ("memory_tasks/Flash-v0", '
+                                                  '"memory_tasks.flash:FlashEnv"),\n    "Hallway": ('))
+    assert digests() == grid
+    flash = digests(["Flash"])
+    with open(src / "flash_helpers.py", "a") as f:
+        f.write("# its helper edited\n")
+    assert digests() == grid and digests(["Flash"]) != flash
 
 
 def test_manifest_and_loaded_episodes_match_the_expert(tmp_path, small_shards):

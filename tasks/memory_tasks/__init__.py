@@ -81,16 +81,46 @@ def make(name: str, **kwargs) -> gym.Env:
 
 @functools.cache
 def source_digest(name: str) -> str:
-    """A digest of the code that makes a task's episodes: its own module, every shared module of this package
-    (all but the other tasks' modules), and the versions of gymnasium and minigrid. Datasets are keyed by it,
-    so a change to a task or its expert regenerates that task's demonstrations instead of reusing stale ones;
-    a change to another task's module leaves them alone."""
+    """A digest of the code that makes a task's episodes: its own module, the modules of this package it
+    imports (transitively), ``core`` (whose `rollout` records the episodes), its registry entry, and the
+    versions of gymnasium and minigrid. Datasets are keyed by it, so a change to a task or its expert
+    regenerates that task's demonstrations instead of reusing stale ones; a change to another task's module,
+    a new task, or this file's tables leave them alone."""
     env_id = resolve_task(name)
-    others = {entry.split(":")[0].rsplit(".", 1)[-1] for i, entry in TASKS.values() if i != env_id}
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        if path.stem not in others:
-            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    entry = next(e for i, e in TASKS.values() if i == env_id)
+    folder = Path(__file__).parent
+    h = hashlib.sha256(f"{env_id}={entry}\0".encode())
+    for stem in sorted(package_imports(folder, entry.split(":")[0].rsplit(".", 1)[-1]) | {"core"}):
+        path = folder / f"{stem}.py"
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     for dist in ("gymnasium", "minigrid"):
         h.update(f"{dist}=={metadata.version(dist)}\0".encode())
     return h.hexdigest()[:16]
+
+
+def package_imports(folder: Path, stem: str) -> set[str]:
+    """``stem`` and the modules of this package (files in ``folder``) it imports, directly or through them:
+    ``from memory_tasks import core``, ``from memory_tasks.gridworld import ...``, ``import memory_tasks.x``
+    and the relative forms. The package's ``__init__`` (registry and plumbing) is not followed."""
+    import ast
+
+    package = "memory_tasks"  # as the modules name it (not __name__: a copy of the package may load under another)
+    found: set[str] = set()
+    todo = [stem]
+    while todo:
+        name = todo.pop()
+        if name in found or not (folder / f"{name}.py").is_file():
+            continue
+        found.add(name)
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.Import):
+                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith(f"{package}.")]
+            elif isinstance(node, ast.ImportFrom):
+                module = node.module or ""
+                if (node.level == 0 and module == package) or (node.level == 1 and not module):
+                    todo += [a.name for a in node.names]  # from memory_tasks import core, gridworld
+                elif node.level == 0 and module.startswith(f"{package}."):
+                    todo.append(module.split(".")[1])
+                elif node.level == 1:
+                    todo.append(module.split(".")[0])
+    return found
