@@ -83,13 +83,20 @@ def test_the_task_code_digest_covers_the_task_and_shared_modules_only(tmp_path):
     (src / "flash_helpers.py").write_text("DELAY = 5\n")
     (src / "flash.py").write_text("from memory_tasks import core\nfrom memory_tasks.flash_helpers import DELAY\n")
     init = (src / "__init__.py").read_text()
-    (src / "__init__.py").write_text(init.replace('"Hallway": (', '"Flash": ("memory_tasks/Flash-v0", '
-                                                  '"memory_tasks.flash:FlashEnv"),\n    "Hallway": ('))
+    for table_entry, entry in (('"Hallway": (', '"Flash": ("memory_tasks/Flash-v0", "memory_tasks.flash:FlashEnv"),'),
+                               ('"memory_tasks/Hallway-v0": "ltmb",', '"memory_tasks/Flash-v0": "ltmb",'),
+                               ('"memory_tasks/Hallway-v0": _MINI', '"memory_tasks/Flash-v0": _MINIGRID_ACTIONS,')):
+        assert table_entry in init
+        init = init.replace(table_entry, f"{entry}\n    {table_entry}", 1)
+    (src / "__init__.py").write_text(init)
     assert digests() == grid
     flash = digests(["Flash"])
     with open(src / "flash_helpers.py", "a") as f:
         f.write("# its helper edited\n")
     assert digests() == grid and digests(["Flash"]) != flash
+    import gymnasium as gym
+
+    gym.registry.pop("memory_tasks/Flash-v0", None)  # the copy registered it: not a task of this package
 
 
 def test_manifest_and_loaded_episodes_match_the_expert(tmp_path, small_shards):
@@ -309,3 +316,22 @@ def test_storage_is_compact_and_not_pickled(tmp_path):
     for shard in path.glob("shard-*.parquet"):
         assert shard.read_bytes()[:4] == b"PAR1"
         assert pq.read_schema(shard).names == demos.SCHEMA.names
+
+
+def test_a_task_registered_in_tasks_alone_is_refused_at_import(tmp_path):
+    """Every task needs its pixel style and action names beside its registry entry; one without them is named
+    when the package loads, not met as a KeyError deep in rendering a GIF or a pixel batch."""
+    import importlib.util
+    import shutil
+
+    import memory_tasks
+
+    src = tmp_path / "memory_tasks"
+    shutil.copytree(os.path.dirname(memory_tasks.__file__), src, ignore=shutil.ignore_patterns("__pycache__"))
+    init = (src / "__init__.py").read_text()
+    (src / "__init__.py").write_text(init.replace('"Hallway": (', '"Flash": ("memory_tasks/Flash-v0", '
+                                                  '"memory_tasks.flash:FlashEnv"),\n    "Hallway": (', 1))
+    spec = importlib.util.spec_from_file_location("memory_tasks_copy", src / "__init__.py")
+    with pytest.raises(ImportError, match=r"task Flash \(memory_tasks/Flash-v0\) has no entry in PIXEL_STYLE and "
+                                          r"ACTION_NAMES"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))

@@ -44,6 +44,14 @@ def add(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
     return sub.add_parser(name, formatter_class=DefaultsHelp, **kwargs)
 
 
+def task_list() -> str:
+    """'Hallway, Ordering, ... or MysteryPath': the registered tasks (memory_tasks.TASKS)."""
+    import memory_tasks
+
+    *first, last = memory_tasks.TASKS
+    return f"{', '.join(first)} or {last}" if first else last
+
+
 def need(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -145,7 +153,7 @@ def trial_config(args: argparse.Namespace):
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         overrides.update(PRESETS[preset])
     if args.task is None and args.config is None:
-        raise ValueError("give the TASK (Hallway, Ordering, Counting, MortarMayhem or MysteryPath) or --config FILE")
+        raise ValueError(f"give the TASK ({task_list()}) or --config FILE")
     if args.task is not None and args.config is not None:
         import memory_tasks
 
@@ -352,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = add(sub, "play", help="write a GIF of the expert's episode, recalled frames marked")
-    p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
+    p.add_argument("task", help=task_list())
     p.add_argument("--seed", type=int, default=0, help="environment seed")
     p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
     p.add_argument("--out", default="episode.gif", help="GIF file to write")
@@ -360,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_play)
 
     p = add(sub, "generate", help="generate (or find) an expert dataset with Ray actors")
-    p.add_argument("task", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath")
+    p.add_argument("task", help=task_list())
     p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
     p.add_argument("--episodes", type=int, required=True, help="successful expert episodes to store")
     p.add_argument("--seed", type=int, default=0, help="first environment seed")
@@ -371,8 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     def trial_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("task", nargs="?", help="Hallway, Ordering, Counting, MortarMayhem or MysteryPath (with "
-                                                  "--config: optional, its task.name)")
+        p.add_argument("task", nargs="?", help=f"{task_list()} (with --config: optional, its task.name)")
         p.add_argument("--kw", action="append", metavar="KEY=VALUE", help="task parameter, e.g. length=10")
         p.add_argument("--set", action="append", metavar="DOTTED.KEY=VALUE",
                        help="configuration override, e.g. optim.lr=1e-3 or memory.weight=0 (vanilla); every key: "

@@ -25,6 +25,8 @@ from memory_tasks.core import short_repr
 # What a trial trains: the Transformer on demonstrations, or the RL baseline (rl.py) on reward alone.
 ALGORITHMS = ("transformer", "ppo_lstm")
 PRECISIONS = ("auto", "fp32", "bf16")  # optim.precision
+MEMORY_VARIANTS = ("reference", "decision_rows")  # memory.variant: the rows the memory loss covers (losses.py)
+MEMORY_SPLITS = ("copy", "even")  # memory.split: how the pairs reach several heads (losses.py)
 
 # Environment seeds at or above this are reserved for evaluation; training data never uses them.
 EVAL_SEED_BASE = 1_000_000_000
@@ -48,7 +50,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = "Hallway"
-    """Task: Hallway, Ordering, Counting, MortarMayhem or MysteryPath (or its gymnasium id)."""
+    """Task: a name in memory_tasks.TASKS (Hallway, Ordering, Counting, MortarMayhem, MysteryPath, and any task
+    registered since), or its gymnasium id."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Size parameters of the task (e.g. {length: 30}); defaults are the paper's."""
     obs_mode: str = "symbolic"
@@ -599,9 +602,10 @@ def validate(cfg: TrialConfig) -> TrialConfig:
                  "(0-based)")
         dup = sorted({tuple(h) for h in cfg.memory.heads if list(cfg.memory.heads).count(h) > 1})
         need(not dup, f"memory.heads names {', '.join(map(str, dup))} more than once")
-    need(cfg.memory.variant in ("reference", "decision_rows"),
-         f"memory.variant must be reference or decision_rows, got {cfg.memory.variant!r}")
-    need(cfg.memory.split in ("copy", "even"), f"memory.split must be copy or even, got {cfg.memory.split!r}")
+    need(cfg.memory.variant in MEMORY_VARIANTS,
+         f"memory.variant must be one of {', '.join(MEMORY_VARIANTS)}, got {cfg.memory.variant!r}")
+    need(cfg.memory.split in MEMORY_SPLITS,
+         f"memory.split must be one of {', '.join(MEMORY_SPLITS)}, got {cfg.memory.split!r}")
     need(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}")
     need(cfg.optim.batch_size >= 1, f"optim.batch_size must be >= 1, got {cfg.optim.batch_size}")
     need(cfg.optim.epochs >= 1, f"optim.epochs must be >= 1, got {cfg.optim.epochs}")

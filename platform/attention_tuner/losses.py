@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attention_tuner.config import MEMORY_SPLITS as SPLITS
+from attention_tuner.config import MEMORY_VARIANTS as VARIANTS
 from attention_tuner.model import token_mask
 
 EPS = 1e-6  # attention probabilities are clamped to [EPS, 1 - EPS] in the BCE's logs (see memory_loss)
-VARIANTS = ("reference", "decision_rows")
-SPLITS = ("copy", "even")
 
 
 def expert_matrix(

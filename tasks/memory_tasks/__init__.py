@@ -55,6 +55,10 @@ ACTION_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 for _name, (_id, _entry) in TASKS.items():
+    _missing = [table for table, entries in (("PIXEL_STYLE", PIXEL_STYLE), ("ACTION_NAMES", ACTION_NAMES))
+                if _id not in entries]
+    if _missing:  # a task registered in TASKS alone: said here, not as a KeyError deep in rendering or training
+        raise ImportError(f"memory_tasks: task {_name} ({_id}) has no entry in {' and '.join(_missing)}")
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=_entry)
 
