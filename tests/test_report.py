@@ -286,7 +286,8 @@ def test_a_report_into_an_old_reports_folder_leaves_no_stale_output(tmp_path):
     assert (out / "diagram.png").read_bytes() == b"mine too"
 
 
-def test_runs_without_params_and_several_commits_are_said(tmp_path):
+def test_runs_without_params_and_several_commits_are_said(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracking, "uncommitted_code", lambda: False)  # whatever this checkout holds now
     uri = make_store(tmp_path, TRIALS[:4])
     exp = tracking.ensure_experiment(uri, "synthetic")
     parent = tracking.find_run(uri, exp, {"sweep_id": "sweep-1"})
@@ -300,6 +301,32 @@ def test_runs_without_params_and_several_commits_are_said(tmp_path):
     tracking.set_tags(uri, first, {"git_commit": "fedcba9876543210"})
     assert "**The trials come from 2 commits of the code**" in report(uri, tmp_path / "o2",
                                                                       experiment="synthetic").read_text()
+    tracking.set_tags(uri, first, {"git_uncommitted": "true"})  # its checkout had changes beyond its commit
+    assert ("**1 of the trials ran code with uncommitted changes** (000): their commit alone does not reproduce "
+            "them.") in report(uri, tmp_path / "o3", experiment="synthetic").read_text()
+
+
+def test_runs_say_when_their_checkout_had_uncommitted_code(tmp_path, monkeypatch):
+    """A new task module not yet committed, or an edited sweep file: the run's commit alone would not say what
+    ran (an extension walkthrough's runs were tagged with a commit without its task)."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "platform" / "attention_tuner").mkdir(parents=True)
+    (repo / "tasks").mkdir()
+    for cmd in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True)
+    (repo / "tasks" / "a.py").write_text("A = 1\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "a"], cwd=repo, check=True)
+    monkeypatch.setattr(tracking, "__file__", str(repo / "platform" / "attention_tuner" / "tracking.py"))
+    assert not tracking.uncommitted_code()
+    (repo / "notes.txt").write_text("not code\n")  # outside the code's paths
+    assert not tracking.uncommitted_code()
+    (repo / "tasks" / "flash.py").write_text("B = 2\n")  # a new, untracked module
+    assert tracking.uncommitted_code()
+    monkeypatch.setattr(tracking, "__file__", str(tmp_path / "elsewhere" / "x" / "tracking.py"))
+    assert not tracking.uncommitted_code()  # not a checkout: nothing to say
 
 
 @pytest.mark.parametrize("content, message", [(b"", "is empty, not an MLflow store"),

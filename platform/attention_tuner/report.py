@@ -24,6 +24,7 @@ from attention_tuner import tracking
 from memory_tasks.core import short_repr
 
 METRIC = "eval/success_rate"
+UNCOMMITTED = " + uncommitted changes"  # after a trial's commit, when its checkout had some (tracking.commit_tags)
 
 
 @dataclass
@@ -350,7 +351,8 @@ def run_summary(uri: str, experiment: str | None, sweep: str | None) -> list[str
         return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     line = (f"Sweep run `{p.data.tags.get('mlflow.runName', p.info.run_id)}` (MLflow run {p.info.run_id}, "
-            f"commit {p.data.tags.get('git_commit', '?')[:12]}): started {stamp(p.info.start_time)}")
+            f"commit {p.data.tags.get('git_commit', '?')[:12]}{UNCOMMITTED if p.data.tags.get('git_uncommitted') else ''}"
+            f"): started {stamp(p.info.start_time)}")
     if p.info.end_time:
         minutes = (p.info.end_time - p.info.start_time) / 60000
         timed = len(tracking.retry(lambda: c.get_metric_history(p.info.run_id, "sweep/running_s")))
@@ -423,7 +425,8 @@ def trial_row(r) -> TrialRow:
         run_id=r.info.run_id, name=r.data.tags.get("mlflow.runName", r.info.run_id), status=r.info.status,
         task=p.get("task.name", "?"), method=method_of(p), fraction=annotated_fraction(p),
         heads=p.get("memory.heads", "?"), noise=noise or "none", seed=int(p.get("seed", 0)),
-        metrics=dict(r.data.metrics), start_time=r.info.start_time or 0, commit=r.data.tags.get("git_commit", "?"),
+        metrics=dict(r.data.metrics), start_time=r.info.start_time or 0,
+        commit=r.data.tags.get("git_commit", "?") + (UNCOMMITTED if r.data.tags.get("git_uncommitted") else ""),
         trial=identity, params=p)
 
 
@@ -630,12 +633,18 @@ def not_counted(superseded: list[tuple[TrialRow, TrialRow]], no_params: list[Tri
 
 
 def commits_note(rows: list[TrialRow]) -> list[str]:
-    """A warning when the trials counted come from more than one commit of the code."""
-    commits = sorted({r.commit[:12] for r in rows})
-    if len(commits) < 2:
-        return []
-    return [f"**The trials come from {len(commits)} commits of the code** ({', '.join(commits)}): results of "
-            "different code are pooled.", ""]
+    """Warnings when the trials counted come from more than one commit of the code, or from a checkout with
+    uncommitted changes (its commit alone does not reproduce them)."""
+    commits = sorted({r.commit.removesuffix(UNCOMMITTED)[:12] for r in rows})
+    lines = []
+    if len(commits) >= 2:
+        lines += [f"**The trials come from {len(commits)} commits of the code** ({', '.join(commits)}): results of "
+                  "different code are pooled.", ""]
+    changed = sorted(r.name for r in rows if r.commit.endswith(UNCOMMITTED))
+    if changed:
+        lines += [f"**{len(changed)} of the trials ran code with uncommitted changes** ({', '.join(changed[:10])}"
+                  f"{', ...' if len(changed) > 10 else ''}): their commit alone does not reproduce them.", ""]
+    return lines
 
 
 def copy_artifact(uri: str, run_id: str, name: str, dest: Path) -> Path | None:

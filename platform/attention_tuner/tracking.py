@@ -233,10 +233,28 @@ def git_commit() -> str:
         return "unknown"
 
 
+# The checkout's paths whose changes change what a trial does: the packages, the sweep files, the dependencies.
+CODE_PATHS = ("platform", "tasks", "sweeps", "pyproject.toml")
+
+
+def uncommitted_code() -> bool:
+    """Whether the checkout this package runs from has changes to its code (CODE_PATHS) that are not committed,
+    new files included: then its commit alone does not say what ran. False outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], capture_output=True, text=True,
+                             timeout=10, cwd=root)
+        return out.returncode == 0 and bool(out.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def commit_tags() -> dict[str, str]:
-    """The code's commit: our ``git_commit`` tag (reports read it) and MLflow's own, which its UI shows."""
+    """The code's commit: our ``git_commit`` tag (reports read it) and MLflow's own, which its UI shows; and
+    ``git_uncommitted: true`` when the checkout had changes that are not in that commit."""
     commit = git_commit()
-    return {"git_commit": commit, **({"mlflow.source.git.commit": commit} if commit != "unknown" else {})}
+    return {"git_commit": commit, **({"mlflow.source.git.commit": commit} if commit != "unknown" else {}),
+            **({"git_uncommitted": "true"} if commit != "unknown" and uncommitted_code() else {})}
 
 
 def ensure_experiment(uri: str, name: str, artifacts: str | Path | None = None) -> str:
