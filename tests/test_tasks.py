@@ -73,6 +73,24 @@ def test_symbolic_codes_fit_the_model_encoder(env_id):
     assert episode.observations[..., 2].max() <= 2
 
 
+def test_a_rollout_refuses_codes_the_encoder_would_merge():
+    """A task (a new one, say) whose symbolic codes leave MiniGrid's ranges is named when its expert's episode is
+    recorded: the model's encoder would clamp the codes and train on merged observations."""
+    from memory_tasks.core import check_symbolic
+
+    codes = np.zeros((2, 7, 7, 3), np.uint8)
+    check_symbolic("Flash", codes)
+    codes[1, 3, 3] = (11, 5, 3)
+    with pytest.raises(ValueError, match=r"Flash: a symbolic observation has codes out of MiniGrid's ranges: object "
+                                         r"11 \(at most 10\), state 3 \(at most 2\)"):
+        check_symbolic("Flash", codes)
+    env = gym.make("memory_tasks/Hallway-v0", obs_mode="symbolic", length=2)
+    real = env.unwrapped._view
+    env.unwrapped._view = lambda: np.minimum(real() + 20, 255).astype(np.uint8)  # a broken encoding
+    with pytest.raises(ValueError, match="memory_tasks/Hallway-v0: a symbolic observation has codes out of"):
+        rollout(env, seed=0)
+
+
 @pytest.mark.parametrize("env_id", IDS)
 def test_same_seed_same_episode_different_seed_different_episode(env_id):
     env = gym.make(env_id, **SMALL[env_id])

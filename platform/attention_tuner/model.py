@@ -20,10 +20,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from memory_tasks.core import SYMBOLIC_CODES
+
 # Per-sample observation shapes (uint8, channels last, as the environments emit them).
 OBS_SHAPES: dict[str, tuple[int, int, int]] = {"symbolic": (7, 7, 3), "pixels": (84, 84, 3)}
 # MiniGrid code ranges: OBJECT_TO_IDX (unseen .. agent), COLOR_TO_IDX, door state (open/closed/locked).
-N_OBJECTS, N_COLORS, N_STATES = 11, 6, 3
+N_OBJECTS, N_COLORS, N_STATES = SYMBOLIC_CODES
 # Below this many observations a call encodes them all: finding duplicates would cost more than it saves.
 DEDUP_MIN = 64
 

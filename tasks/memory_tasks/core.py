@@ -25,6 +25,8 @@ import numpy as np
 
 OBS_MODES = ("symbolic", "pixels")
 SYMBOLIC_SHAPE = (7, 7, 3)
+# Codes per channel of a symbolic cell: MiniGrid's objects, colours and states (the model's one-hot widths).
+SYMBOLIC_CODES = (11, 6, 3)
 PIXEL_SHAPE = (84, 84, 3)
 TILE_PIXELS = 12  # 7 tiles x 12 px = 84 px
 
@@ -89,15 +91,27 @@ def rollout(env: gym.Env, seed: int, max_steps: int | None = None) -> Episode:
         if terminated or truncated or (max_steps is not None and t >= max_steps):
             break
     pair_array = np.array(sorted(pairs, key=lambda pq: (pq[1], pq[0])), dtype=np.int64).reshape(-1, 2)
+    codes = np.stack(symbolic).astype(np.uint8)
+    check_symbolic(env.spec.id if env.spec is not None else type(base).__name__, codes)
     return Episode(
         observations=np.stack(observations).astype(np.uint8),
-        symbolic=np.stack(symbolic).astype(np.uint8),
+        symbolic=codes,
         actions=np.array(actions, dtype=np.int64),
         rewards=np.array(rewards, dtype=np.float32),
         pairs=pair_array,
         success=success,
         seed=int(seed),
     )
+
+
+def check_symbolic(task: str, codes: np.ndarray) -> None:
+    """A ValueError when a task's symbolic observations (T, 7, 7, 3) leave MiniGrid's code ranges
+    (SYMBOLIC_CODES): the model's encoder would clamp such codes and train on merged observations."""
+    over = codes.reshape(-1, 3).max(axis=0) if codes.size else np.zeros(3, np.uint8)
+    bad = [f"{name} {int(top)} (at most {n - 1})" for name, top, n in zip(("object", "colour", "state"), over,
+                                                                         SYMBOLIC_CODES, strict=True) if top >= n]
+    if bad:
+        raise ValueError(f"{task}: a symbolic observation has codes out of MiniGrid's ranges: {', '.join(bad)}")
 
 
 # ---- input checks shared by the task constructors: a user mistake is a ValueError naming the parameter
