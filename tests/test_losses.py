@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from attention_tuner.config import MEMORY_SPLITS, MEMORY_VARIANTS
 from attention_tuner.losses import (
     EPS,
     action_loss,
@@ -127,8 +128,8 @@ def _two_episodes():
     return attn, E, mask, torch.tensor([True, False])
 
 
-@pytest.mark.parametrize("variant", ["reference", "decision_rows"])
-@pytest.mark.parametrize("split", ["copy", "even"])
+@pytest.mark.parametrize("variant", MEMORY_VARIANTS)  # every variant and split, those added later too
+@pytest.mark.parametrize("split", MEMORY_SPLITS)
 def test_padding_and_unannotated_episodes_contribute_nothing(variant, split):
     attn, E, mask, ann = _two_episodes()
     base = memory_loss(attn, E, mask, ann, variant, split)

@@ -240,7 +240,7 @@ def test_closed_loop_evaluation_runs_on_every_task(task, obs_mode):
 
 @pytest.mark.parametrize("task", list(memory_tasks.TASKS))
 def test_pixel_batches_are_the_environment_pixels(task):
-    kwargs = {"MysteryPath": {}, "MortarMayhem": {"commands": 2}}.get(task, {"length": 2})
+    kwargs = SMALL_KWARGS[task]
     ep = memory_tasks.rollout(memory_tasks.make(task, obs_mode="pixels", **kwargs), seed=4)
     encode = ObservationEncoder(task, "pixels")
     np.testing.assert_array_equal(encode(ep.symbolic[None]).numpy()[0], ep.observations)
