@@ -541,3 +541,22 @@ def test_the_printed_table_keeps_arms_of_any_other_setting_apart():
     assert "| Hallway (length=30) | attention_tuner | 0.500 (one seed) | 1 |" in summary
     assert "| Hallway (length=10) | vanilla | 0.200 (one seed) | 1 |" in summary  # its own lr: no arm label
     assert "| Hallway (length=30) | vanilla | 0.100 (one seed) | 1 |" in summary
+
+
+def test_the_printed_table_keeps_memory_loss_weights_apart():
+    """A sweep over the memory loss's weight: each weight its own AttentionTuner arm, the default weight's the
+    main one; the vanilla Transformer (weight 0) is no arm of it."""
+    from types import SimpleNamespace
+
+    from attention_tuner.config import TrialConfig, apply_overrides, build, to_dict
+
+    def result(key, overrides, success):
+        cfg = apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **overrides})
+        return SimpleNamespace(config={"trial": {"key": key, "labels": {}, "config": to_dict(cfg)}},
+                               metrics={"eval/success_rate": success, sweep.COMPLETE: 1}, error=None)
+
+    grid = [result("0", {}, 0.9), result("1", {"memory.weight": 1.0}, 0.6), result("2", {"memory.weight": 0.0}, 0.1)]
+    summary = sweep.results_table(sweep.results_rows(grid, "eval/success_rate")).split("\n\n")[1]
+    assert "| Hallway | attention_tuner | 0.900 (one seed) | 1 |" in summary
+    assert "| Hallway | attention_tuner (memory.weight=1.0) | 0.600 (one seed) | 1 |" in summary
+    assert "| Hallway | vanilla | 0.100 (one seed) | 1 |" in summary

@@ -74,8 +74,9 @@ def annotated_fraction(params: dict[str, str]) -> float:
 # Params that never set a trial's arm apart: the seed (what a cell averages over), where and how it ran, how
 # often it was evaluated on the way (the final evaluation is the one counted).
 NOT_AN_ARM = frozenset({"seed", "device", "checkpoint_every", "eval.num_envs", "eval.every"})
-# Params with columns of their own: the method (algorithm, weight, annotated fraction), the heads, the noise.
-OWN_COLUMNS = frozenset({"algorithm", "memory.weight", "data.annotation_fraction", "memory.heads",
+# Params with columns of their own: the method (algorithm, annotated fraction), the heads, the noise. (The memory
+# loss's weight, zero for the vanilla method, sets AttentionTuner's arms apart as its other settings do.)
+OWN_COLUMNS = frozenset({"algorithm", "data.annotation_fraction", "memory.heads",
                          "data.noise.drop", "data.noise.shift", "data.noise.spurious"})
 
 
@@ -196,7 +197,7 @@ def heads_rows(rows: list[TrialRow]) -> list[TrialRow]:
 
 
 def memory_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The memory-loss ablation (its settings other than the weight and heads, e.g. memory.variant): fully
+    """The memory-loss ablation (its settings other than the heads, e.g. memory.variant or its weight): fully
     annotated AttentionTuner without annotation noise on its task's main heads, any memory-loss setting."""
     heads = {t: main_heads(rows, t) for t in {r.task for r in rows}}
     return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"
