@@ -80,7 +80,7 @@ OWN_COLUMNS = frozenset({"algorithm", "data.annotation_fraction", "memory.heads"
                          "data.noise.drop", "data.noise.shift", "data.noise.spurious"})
 
 
-def _setting_keys(key: str, method: str) -> str | None:
+def _setting_kind(key: str, method: str) -> str | None:
     """Which of a run's settings ``key`` is: "shared" (any method's: the task's parameters, the model, the
     training), "memory" (AttentionTuner's memory loss) or None (no arm of this method, or never an arm)."""
     if key.startswith("label.") or key in NOT_AN_ARM or key in OWN_COLUMNS:
@@ -113,7 +113,7 @@ def arm_settings(params: list[dict[str, str]]) -> list[tuple[str, str]]:
             p = params[i]
             method = method_of(p)
             for key in {*p, *defaults}:
-                kind = _setting_keys(key, method)
+                kind = _setting_kind(key, method)
                 if kind is not None:
                     seen.setdefault((kind, key, method), set()).add(p.get(key, defaults.get(key)))
         varying = sorted({(kind, key) for (kind, key, _), values in seen.items() if len(values) > 1})
@@ -121,7 +121,7 @@ def arm_settings(params: list[dict[str, str]]) -> list[tuple[str, str]]:
             p, method = params[i], method_of(params[i])
             parts: dict[str, list[str]] = {"shared": [], "memory": []}
             for kind, key in varying:
-                if _setting_keys(key, method) == kind:
+                if _setting_kind(key, method) == kind:
                     parts[kind].append(f"{key.removeprefix('task.kwargs.')}={p.get(key, defaults.get(key))}")
             out[i] = ("; ".join(parts["shared"]), "; ".join(parts["memory"]))
     return out
