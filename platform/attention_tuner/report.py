@@ -173,13 +173,18 @@ def pick_main_heads(clean: list[tuple[str, float]]) -> str | None:
     return default if default in used else max(sorted(set(used)), key=used.count)
 
 
+def main_arm(rows: list[TrialRow]) -> dict[str, tuple[str | None, str]]:
+    """Per task: the supervised heads and the memory-loss setting of its main AttentionTuner arm (`main_heads`,
+    `main_memory`)."""
+    return {t: (main_heads(rows, t), main_memory(rows, t)) for t in {r.task for r in rows}}
+
+
 def clean_rows(rows: list[TrialRow]) -> list[TrialRow]:
     """The trials without an ablation of the annotations or of the supervised heads: no annotation noise, and
-    AttentionTuner on its task's main heads (`main_heads`); any annotated fraction."""
-    tasks = {r.task for r in rows}
-    heads, memory = {t: main_heads(rows, t) for t in tasks}, {t: main_memory(rows, t) for t in tasks}
-    return [r for r in rows if r.noise == "none" and (r.method != "attention_tuner" or (
-        r.heads == heads[r.task] and r.memory == memory[r.task]))]
+    AttentionTuner on its task's main heads and memory-loss setting (`main_arm`); any annotated fraction."""
+    main = main_arm(rows)
+    return [r for r in rows if r.noise == "none" and (r.method != "attention_tuner"
+                                                      or (r.heads, r.memory) == main[r.task])]
 
 
 def main_rows(rows: list[TrialRow]) -> list[TrialRow]:
@@ -191,26 +196,25 @@ def main_rows(rows: list[TrialRow]) -> list[TrialRow]:
 def heads_rows(rows: list[TrialRow]) -> list[TrialRow]:
     """The (layer, head) ablation: fully annotated AttentionTuner without annotation noise, on its task's main
     memory-loss setting, any heads."""
-    memory = {t: main_memory(rows, t) for t in {r.task for r in rows}}
+    main = main_arm(rows)
     return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"
-            and r.memory == memory[r.task]]
+            and r.memory == main[r.task][1]]
 
 
 def memory_rows(rows: list[TrialRow]) -> list[TrialRow]:
     """The memory-loss ablation (its settings other than the heads, e.g. memory.variant or its weight): fully
     annotated AttentionTuner without annotation noise on its task's main heads, any memory-loss setting."""
-    heads = {t: main_heads(rows, t) for t in {r.task for r in rows}}
+    main = main_arm(rows)
     return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"
-            and r.heads == heads[r.task]]
+            and r.heads == main[r.task][0]]
 
 
 def noise_rows(rows: list[TrialRow]) -> list[TrialRow]:
     """The annotation-noise ablation: vanilla, and fully annotated AttentionTuner on its task's main heads, at
     every noise level (not the fraction or head arms, which would mix into the same cells)."""
-    tasks = {r.task for r in rows}
-    heads, memory = {t: main_heads(rows, t) for t in tasks}, {t: main_memory(rows, t) for t in tasks}
+    main = main_arm(rows)
     return [r for r in rows if r.method == "vanilla" or (r.method == "attention_tuner" and r.fraction == 1.0
-                                                          and r.heads == heads[r.task] and r.memory == memory[r.task])]
+                                                          and (r.heads, r.memory) == main[r.task])]
 
 
 def demonstration_rows(rows: list[TrialRow]) -> list[TrialRow]:
