@@ -22,7 +22,7 @@ import mlflow
 import numpy as np
 import torch
 
-from attention_tuner import checkpoint, datasets, report, training
+from attention_tuner import checkpoint, datasets, outcomes, report, training
 from attention_tuner.config import TrialConfig, build
 
 
@@ -64,9 +64,9 @@ def main() -> None:
         _, val_idx, _ = training.trial_data(cfg, demos)
         m = training.measure(training.Stepper(cfg, model, torch.device("cpu")), demos, np.asarray(val_idx),
                              cfg.optim.batch_size)
-        cells = [report.rate(m.get(k)) or "n/a" for k in ("decision_accuracy", "expert_attention_mass",
+        cells = [outcomes.rate(m.get(k)) or "n/a" for k in ("decision_accuracy", "expert_attention_mass",
                                                             "recall_attention_mass")]  # n/a: no such step
-        print(f"| {r.name} | {r.task} | {r.method} | {r.fraction:g} | {r.seed} | {report.rate(r.success)} | "
+        print(f"| {r.name} | {r.task} | {r.method} | {r.fraction:g} | {r.seed} | {outcomes.rate(r.success)} | "
               + " | ".join(cells) + " |", flush=True)
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from attention_tuner import tracking
 from attention_tuner.cli import main as cli
-from attention_tuner.report import aggregate, load_rows, mean_se, report, verdicts
+from attention_tuner.outcomes import mean_se
+from attention_tuner.report import aggregate, load_rows, report, verdicts
 
 
 def make_store(tmp_path, trials):
@@ -356,7 +357,7 @@ def test_a_deleted_experiment_is_refused(tmp_path, capsys):
 
 
 def test_a_gap_without_any_spread_is_not_called_significant():
-    from attention_tuner.report import TrialRow
+    from attention_tuner.outcomes import TrialRow
 
     def row(i, weight_method, success):
         return TrialRow(run_id=f"r{i}", name=f"{i:03d}", status="FINISHED", task="Hallway", method=weight_method,
@@ -370,7 +371,7 @@ def test_a_gap_without_any_spread_is_not_called_significant():
 
 
 def test_durations_read_as_a_person_says_them():
-    from attention_tuner.report import duration
+    from attention_tuner.console import duration
 
     assert [duration(s) for s in (0.2, 14, 89, 420, 3 * 3600 + 1800, 145 * 86400)] == [
         "0.2 s", "14 s", "89 s", "7 min", "3.5 h", "145 days"]

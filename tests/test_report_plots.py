@@ -11,7 +11,7 @@ import pytest
 from matplotlib.colors import to_hex
 
 from attention_tuner import report_plots as rp
-from attention_tuner.report import TrialRow
+from attention_tuner.outcomes import TrialRow
 
 
 def row(task="Hallway", method="attention_tuner", seed=0, success=0.5, status="FINISHED", fraction=None,

@@ -368,7 +368,7 @@ def test_the_printed_table_counts_finished_trials_only_and_keeps_noise_and_head_
 
 def test_the_printed_table_takes_the_main_heads_as_the_report_does():
     """A sweep whose AttentionTuner trials all supervise other heads than the default's: those heads are the
-    main comparison's (as `report.main_heads` takes them), so the table gives them no heads suffix; a second
+    main comparison's (as `outcomes.main_heads` takes them), so the table gives them no heads suffix; a second
     set of heads beside them is an arm of its own."""
     from types import SimpleNamespace
 

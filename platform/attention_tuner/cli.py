@@ -24,7 +24,7 @@ from attention_tuner.config import (
     parse_assignments,
     parse_scalar,
 )
-from attention_tuner.console import OneLineParser, run_command
+from attention_tuner.console import OneLineParser, duration, run_command
 from attention_tuner.presets import CLI_PRESETS as PRESETS
 
 DESCRIPTION = ("Memory tasks with scripted experts, demonstration datasets, AttentionTuner training and evaluation, "
@@ -199,7 +199,6 @@ def progress_head(cfg, epoch: int, m: dict[str, float], took: float | None = Non
         took = m["perf/epoch_s"] + (m["eval/episodes"] / m["eval/episodes_per_s"] if m.get("eval/episodes_per_s") else 0)
     if not took or epoch >= n:
         return head
-    from attention_tuner.report import duration
 
     return f"{head} ({duration(took)} each, ~{duration(took * (n - epoch))} left)"
 

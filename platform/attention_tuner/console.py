@@ -1,4 +1,5 @@
-"""How a command ends: a user mistake is one line on stderr and exit status 2, never a traceback.
+"""How a command ends (a user mistake is one line on stderr and exit status 2, never a traceback), and how
+it gives a time.
 
 Shared by ``attention-tuner`` (cli.py) and the sweep files run on their own (``python sweeps/x.py``,
 ``ray submit cluster.yaml sweeps/x.py``; sweep.main), so both end the same way.
@@ -72,3 +73,16 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+
+
+def duration(seconds: float) -> str:
+    """A time as a person reads it: '0.2 s', '14 s', '7 min', '3.5 h', '145 days'."""
+    if seconds < 1:
+        return f"{seconds:.1g} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} days"

@@ -8,218 +8,36 @@ final metrics, and aggregates over seeds: mean ± standard error and the number 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import json
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import memory_tasks
 from attention_tuner import tracking
+from attention_tuner.outcomes import (
+    METRIC,
+    TrialRow,
+    clean_rows,
+    demonstration_rows,
+    heads_rows,
+    logged_defaults,
+    main_rows,
+    mean_cell,
+    mean_se,
+    memory_rows,
+    noise_rows,
+    rate,
+    row_from_params,
+    with_arm_settings,
+)
 from memory_tasks.core import short_repr
 
-METRIC = "eval/success_rate"
 UNCOMMITTED = " + uncommitted changes"  # after a trial's commit, when its checkout had some (tracking.commit_tags)
-
-
-@dataclass
-class TrialRow:
-    run_id: str
-    name: str
-    status: str
-    task: str
-    method: str
-    fraction: float
-    heads: str
-    noise: str
-    seed: int
-    metrics: dict[str, float]
-    start_time: int = 0  # ms since the epoch
-    commit: str = "?"
-    trial: str = ""  # the trial's identity: a digest of its parameters (equal for a re-run of the same trial)
-    memory: str = ""  # AttentionTuner's memory-loss settings where its trials differ in them (`arm_settings`)
-    params: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def success(self) -> float | None:
-        return self.metrics.get(METRIC)
-
-    @property
-    def counted(self) -> bool:
-        return self.status == "FINISHED" and self.success is not None
-
-
-def method_of(params: dict[str, str]) -> str:
-    """vanilla, attention_tuner or ppo_lstm, from a trial run's params (as TrialConfig.method); "?" for a run
-    without params (killed before it logged them)."""
-    if not params:
-        return "?"
-    if params.get("algorithm") == "ppo_lstm":
-        return "ppo_lstm"
-    weight = float(params.get("memory.weight", "0"))
-    fraction = float(params.get("data.annotation_fraction", "1"))
-    return "attention_tuner" if weight > 0 and fraction > 0 else "vanilla"
-
-
-def annotated_fraction(params: dict[str, str]) -> float:
-    """The fraction of demonstrations whose pairs reach the memory loss: 0 for the vanilla Transformer."""
-    return float(params.get("data.annotation_fraction", "1")) if method_of(params) == "attention_tuner" else 0.0
-
-
-# Params that never set a trial's arm apart: the seed (what a cell averages over), where and how it ran, how
-# often it was evaluated on the way (the final evaluation is the one counted).
-NOT_AN_ARM = frozenset({"seed", "device", "checkpoint_every", "eval.num_envs", "eval.every"})
-# Params with columns of their own: the method (algorithm, annotated fraction), the heads, the noise. (The memory
-# loss's weight, zero for the vanilla method, sets AttentionTuner's arms apart as its other settings do.)
-OWN_COLUMNS = frozenset({"algorithm", "data.annotation_fraction", "memory.heads",
-                         "data.noise.drop", "data.noise.shift", "data.noise.spurious"})
-
-
-def _setting_kind(key: str, method: str) -> str | None:
-    """Which of a run's settings ``key`` is: "shared" (any method's: the task's parameters, the model, the
-    training), "memory" (AttentionTuner's memory loss) or None (no arm of this method, or never an arm)."""
-    if key.startswith("label.") or key in NOT_AN_ARM or key in OWN_COLUMNS:
-        return None
-    if method == "ppo_lstm":  # learns from reward: the Transformer's and the dataset's settings do not apply
-        return "shared" if key.startswith(("task.", "eval.", "rl.")) else None
-    if key.startswith("rl."):
-        return None
-    if key.startswith("memory."):
-        return "memory" if method == "attention_tuner" else None
-    return "shared"
-
-
-def arm_settings(params: list[dict[str, str]]) -> list[tuple[str, str]]:
-    """Per run (its params as logged; the runs of one report): what sets its arm apart beyond the task, the
-    method and the fraction, heads and noise columns, as ("key=value; ...", "key=value; ..."): the settings
-    every method has (the task's parameters, the model, the training) and AttentionTuner's memory-loss
-    settings, each listing only the keys whose values differ among one method's runs of the task ("" when none
-    do: settings that differ between methods alone, such as the RL baseline's own evaluation schedule, are
-    each method's configuration). Without it a sweep over, say, Hallway lengths or memory.variant would pool
-    its arms into one cell."""
-    defaults = logged_defaults()
-    out = [("", "")] * len(params)
-    by_task: dict[str, list[int]] = {}
-    for i, p in enumerate(params):
-        by_task.setdefault(p.get("task.name", "?"), []).append(i)
-    for runs in by_task.values():
-        seen: dict[tuple[str, str, str], set[str | None]] = {}
-        for i in runs:
-            p = params[i]
-            method = method_of(p)
-            for key in {*p, *defaults}:
-                kind = _setting_kind(key, method)
-                if kind is not None:
-                    seen.setdefault((kind, key, method), set()).add(p.get(key, defaults.get(key)))
-        varying = sorted({(kind, key) for (kind, key, _), values in seen.items() if len(values) > 1})
-        for i in runs:
-            p, method = params[i], method_of(params[i])
-            parts: dict[str, list[str]] = {"shared": [], "memory": []}
-            for kind, key in varying:
-                if _setting_kind(key, method) == kind:
-                    parts[kind].append(f"{key.removeprefix('task.kwargs.')}={p.get(key, defaults.get(key))}")
-            out[i] = ("; ".join(parts["shared"]), "; ".join(parts["memory"]))
-    return out
-
-
-def with_arm_settings(rows: list[TrialRow]) -> list[TrialRow]:
-    """The rows with their arms apart (`arm_settings`): the shared settings added to the task's name, e.g.
-    "Hallway (length=10)", the memory-loss ones in ``memory``."""
-    settings = arm_settings([r.params for r in rows])
-    return [dataclasses.replace(r, task=f"{r.task} ({shared})" if shared else r.task, memory=memory)
-            for r, (shared, memory) in zip(rows, settings, strict=True)]
-
-
-def main_memory(rows: list[TrialRow], task: str) -> str:
-    """The memory-loss setting of ``task``'s main AttentionTuner arm (`pick_main_memory`)."""
-    return pick_main_memory([r.memory for r in rows if r.task == task and r.method == "attention_tuner"])
-
-
-def pick_main_memory(used: list[str]) -> str:
-    """Among the memory-loss settings of one task's AttentionTuner trials (`arm_settings`), the main arm's: the
-    default configuration's when some trial used it, else the most common ("" when they do not differ). The
-    report and the table a sweep prints both take this rule."""
-    if not used:
-        return ""
-    defaults = logged_defaults()
-    default = [m for m in used if all(defaults.get(k) == v for k, _, v in
-                                      (part.partition("=") for part in m.split("; ")))]
-    return default[0] if default else max(sorted(set(used)), key=used.count)
-
-
-def main_heads(rows: list[TrialRow], task: str) -> str | None:
-    """The supervised heads of AttentionTuner in ``task``'s main comparison (`pick_main_heads` over its trials
-    without annotation noise)."""
-    return pick_main_heads([(r.heads, r.fraction) for r in rows
-                            if r.task == task and r.method == "attention_tuner" and r.noise == "none"])
-
-
-def pick_main_heads(clean: list[tuple[str, float]]) -> str | None:
-    """The main comparison's supervised heads among one task's AttentionTuner trials without annotation noise,
-    given as (heads as logged, annotated fraction): among the fully annotated ones (else all), the default
-    configuration's heads when some used them, else the most common (None: no such trial). The report and the
-    table a sweep prints both take this rule."""
-    from attention_tuner.config import TrialConfig, build, flatten
-
-    used = [h for h, fraction in clean if fraction == 1.0] or [h for h, _ in clean]
-    if not used:
-        return None
-    default = str(flatten(build(TrialConfig, {}))["memory.heads"])
-    return default if default in used else max(sorted(set(used)), key=used.count)
-
-
-def main_arm(rows: list[TrialRow]) -> dict[str, tuple[str | None, str]]:
-    """Per task: the supervised heads and the memory-loss setting of its main AttentionTuner arm (`main_heads`,
-    `main_memory`)."""
-    return {t: (main_heads(rows, t), main_memory(rows, t)) for t in {r.task for r in rows}}
-
-
-def clean_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The trials without an ablation of the annotations or of the supervised heads: no annotation noise, and
-    AttentionTuner on its task's main heads and memory-loss setting (`main_arm`); any annotated fraction."""
-    main = main_arm(rows)
-    return [r for r in rows if r.noise == "none" and (r.method != "attention_tuner"
-                                                      or (r.heads, r.memory) == main[r.task])]
-
-
-def main_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The trials of the main comparison: vanilla, fully annotated AttentionTuner and the RL baseline; not the
-    fraction, noise or (layer, head) arms, which get tables of their own."""
-    return [r for r in clean_rows(rows) if r.fraction in (0.0, 1.0)]
-
-
-def heads_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The (layer, head) ablation: fully annotated AttentionTuner without annotation noise, on its task's main
-    memory-loss setting, any heads."""
-    main = main_arm(rows)
-    return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"
-            and r.memory == main[r.task][1]]
-
-
-def memory_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The memory-loss ablation (its settings other than the heads, e.g. memory.variant or its weight): fully
-    annotated AttentionTuner without annotation noise on its task's main heads, any memory-loss setting."""
-    main = main_arm(rows)
-    return [r for r in rows if r.method == "attention_tuner" and r.fraction == 1.0 and r.noise == "none"
-            and r.heads == main[r.task][0]]
-
-
-def noise_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The annotation-noise ablation: vanilla, and fully annotated AttentionTuner on its task's main heads, at
-    every noise level (not the fraction or head arms, which would mix into the same cells)."""
-    main = main_arm(rows)
-    return [r for r in rows if r.method == "vanilla" or (r.method == "attention_tuner" and r.fraction == 1.0
-                                                          and (r.heads, r.memory) == main[r.task])]
-
-
-def demonstration_rows(rows: list[TrialRow]) -> list[TrialRow]:
-    """The Transformer trials (vanilla and AttentionTuner), trained on demonstrations: not the RL baseline."""
-    return [r for r in rows if r.method != "ppo_lstm"]
 
 
 def rl_table(rows: list[TrialRow]) -> str:
@@ -306,19 +124,6 @@ def verdict_table(rows: list[TrialRow]) -> str:
         p = "" if v["p"] is None else f"{v['p']:.3f}"
         lines.append(f"| {v['task']} | {cells[0]} | {cells[1]} | {diff} | {p} | {v['verdict']} |")
     return "\n".join(lines)
-
-
-def duration(seconds: float) -> str:
-    """A time as a person reads it: '0.2 s', '14 s', '7 min', '3.5 h', '145 days'."""
-    if seconds < 1:
-        return f"{seconds:.1g} s"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} days"
 
 
 def minutes(m: float) -> str:
@@ -410,29 +215,17 @@ def trial_identity(params: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
-@functools.cache
-def logged_defaults() -> dict[str, str]:
-    """Every param of the default configuration as MLflow logs it (built once, not once per run)."""
-    from attention_tuner.config import TrialConfig, build, flatten
-
-    return {k: str(v) for k, v in flatten(build(TrialConfig, {})).items()}
-
-
 def trial_row(r) -> TrialRow:
+    """The row of an MLflow trial run."""
     p = dict(r.data.params)
     if "task.name" in p:  # one spelling per task, also for runs logged before names were made canonical
         with contextlib.suppress(ValueError):
             p["task.name"] = memory_tasks.short_name(p["task.name"])
-    noise = ",".join(f"{k.split('.')[-1]}={p[k]}" for k in ("data.noise.drop", "data.noise.shift",
-                                                             "data.noise.spurious") if p.get(k) not in (None, "0", "0.0"))
-    identity = trial_identity(p) if p else r.info.run_id
-    return TrialRow(
-        run_id=r.info.run_id, name=r.data.tags.get("mlflow.runName", r.info.run_id), status=r.info.status,
-        task=p.get("task.name", "?"), method=method_of(p), fraction=annotated_fraction(p),
-        heads=p.get("memory.heads", "?"), noise=noise or "none", seed=int(p.get("seed", 0)),
+    return row_from_params(
+        p, run_id=r.info.run_id, name=r.data.tags.get("mlflow.runName", r.info.run_id), status=r.info.status,
         metrics=dict(r.data.metrics), start_time=r.info.start_time or 0,
         commit=r.data.tags.get("git_commit", "?") + (UNCOMMITTED if r.data.tags.get("git_uncommitted") else ""),
-        trial=identity, params=p)
+        trial=trial_identity(p) if p else r.info.run_id)
 
 
 def load_rows(uri: str, experiment: str | None = None, sweep: str | None = None) -> list[TrialRow]:
@@ -464,16 +257,6 @@ def latest_runs(rows: list[TrialRow]) -> tuple[list[TrialRow], list[tuple[TrialR
     return sorted(kept, key=lambda r: r.name), sorted(superseded, key=lambda x: x[0].name)
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (0 for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
-
-
 def aggregate(rows: list[TrialRow], keys: tuple[str, ...]) -> list[dict[str, Any]]:
     """Group finished trials by ``keys``; each group: mean, s.e., seeds, and the trials left out."""
     groups: dict[tuple, dict[str, Any]] = {}
@@ -493,18 +276,6 @@ def aggregate(rows: list[TrialRow], keys: tuple[str, ...]) -> list[dict[str, Any
         g["n"] = len(g["values"])
         out.append(g)
     return sorted(out, key=lambda g: tuple(str(g[k]) for k in keys))
-
-
-def rate(x: float | None) -> str:
-    """A success rate as the tables print it: 3 decimals (200 evaluation episodes move it in steps of 0.005)."""
-    return "" if x is None else f"{x:.3f}"
-
-
-def mean_cell(g: dict[str, Any]) -> str:
-    """'mean ± s.e.', 'mean (one seed)' (no standard error to give) or 'n/a' (no finished seed)."""
-    if g["n"] == 0:
-        return "n/a"
-    return f"{rate(g['mean'])} (one seed)" if g["n"] == 1 else f"{rate(g['mean'])} ± {rate(g['se'])}"
 
 
 def markdown_table(groups: list[dict[str, Any]], keys: tuple[str, ...], title: str) -> str:

@@ -20,17 +20,16 @@ from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 from attention_tuner import tracking  # noqa: E402
 from attention_tuner.demos import atomic_target  # noqa: E402
-from attention_tuner.plots import save_png  # noqa: E402
-from attention_tuner.report import (  # noqa: E402
+from attention_tuner.outcomes import (  # noqa: E402
     METRIC,
     TrialRow,
-    aggregate,
     clean_rows,
-    copy_artifact,
     demonstration_rows,
     heads_rows,
     main_rows,
 )
+from attention_tuner.plots import save_png  # noqa: E402
+from attention_tuner.report import aggregate, copy_artifact  # noqa: E402
 
 COLOURS = {"vanilla": "#888888", "attention_tuner": "#d62728", "ppo_lstm": "#1f77b4"}
 # a marker per method too: two methods' equal curves still show both (an open circle around a dot)

@@ -37,22 +37,22 @@ from attention_tuner.config import (
     flatten,
     to_dict,
 )
-from attention_tuner.console import OneLineParser, run_command
+from attention_tuner.console import OneLineParser, duration, run_command
+from attention_tuner.outcomes import (
+    arm_label,
+    main_arm,
+    mean_cell,
+    mean_se,
+    rate,
+    row_from_params,
+    with_arm_settings,
+)
 from attention_tuner.presets import (  # noqa: F401  (for sweep files)
     CPU_MODEL,
     METHODS,
     PAPER_MODEL,
     PAPER_TASKS,
     RL_BASELINE,
-)
-from attention_tuner.report import (
-    arm_settings,
-    duration,
-    mean_cell,
-    mean_se,
-    pick_main_heads,
-    pick_main_memory,
-    rate,
 )
 
 
@@ -595,63 +595,29 @@ def flatten_space(spec: SweepSpec) -> dict[str, Any]:
     return {f"space.{k}": _short(list(v)) for k, v in spec.space.items()}
 
 
-def heads_label(cfg: TrialConfig) -> str:
-    """The supervised heads as MLflow logs them (the report's `TrialRow.heads`)."""
-    return str(flatten(cfg)["memory.heads"])
-
-
-def arm_suffix(cfg: TrialConfig, main_heads: str) -> str:
-    """What sets an AttentionTuner trial apart from the main comparison's: an annotated fraction below 1,
-    annotation noise, supervised heads other than its task's main heads (`results_rows`), e.g.
-    " (fraction 0.1)"; "" for none."""
-    if cfg.method != "attention_tuner":
-        return ""
-    parts = []
-    if cfg.data.annotation_fraction < 1:
-        parts.append(f"fraction {cfg.data.annotation_fraction:g}")
-    noise = [f"{k}={v:g}" for k, v in (("drop", cfg.data.noise.drop), ("shift", cfg.data.noise.shift),
-                                         ("spurious", cfg.data.noise.spurious)) if v]
-    if noise:
-        parts.append("noise " + ",".join(noise))
-    if heads_label(cfg) != main_heads:
-        heads = cfg.memory.heads
-        parts.append("heads " + (heads if isinstance(heads, str) else " ".join(f"L{a}H{b}" for a, b in heads)))
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
 # The status of a trial Tune stopped unfinished (the sweep interrupted): `--resume` continues it.
 INTERRUPTED = "interrupted"
 COMPLETE = "trial_complete"  # in a trial's last Tune result only (never in MLflow), after its run finished
 
 
 def results_rows(grid, metric: str) -> list[dict[str, Any]]:
-    """One row per trial for the table a sweep prints; the arms apart as in the report (`arm_suffix`, and
-    `report.arm_settings`: the task's name carries the settings its trials differ in, the method the memory
-    loss's when not its task's main AttentionTuner arm)."""
-    cfgs = [build(TrialConfig, r.config["trial"]["config"]) for r in grid]
-    settings = arm_settings([{k: str(v) for k, v in trial_params(Trial("", {}, c)).items()} for c in cfgs])
-    tasks = [f"{c.task.name} ({shared})" if shared else c.task.name for c, (shared, _) in zip(cfgs, settings,
-                                                                                            strict=True)]
-    at = [(t, c, mem) for t, c, (_, mem) in zip(tasks, cfgs, settings, strict=True) if c.method == "attention_tuner"]
-    clean = [(t, c) for t, c, _ in at if not (c.data.noise.drop or c.data.noise.shift or c.data.noise.spurious)]
-    default = heads_label(build(TrialConfig, {}))  # the main heads of a task with no noise-free trial
-    main = {task: pick_main_heads([(heads_label(c), c.data.annotation_fraction) for t, c in clean
-                                   if t == task]) or default for task in set(tasks)}
-    memory = {task: pick_main_memory([mem for t, _, mem in at if t == task]) for task in set(tasks)}
+    """One row per trial for the table a sweep prints, its arm as the report takes it (`outcomes`): the task's
+    name carries the settings its trials differ in, the method what sets an AttentionTuner trial apart from its
+    task's main arm (`outcomes.arm_label`)."""
+    trials = [r.config["trial"] for r in grid]
+    params = [{k: str(v) for k, v in trial_params(Trial(t["key"], t["labels"], build(TrialConfig, t["config"]))).items()}
+              for t in trials]
+    arms = with_arm_settings([row_from_params(p, name=t["key"]) for p, t in zip(params, trials, strict=True)])
+    main = main_arm(arms)
     rows = []
-    for r, cfg, task, (_, mem) in zip(grid, cfgs, tasks, settings, strict=True):
-        trial = r.config["trial"]
+    for r, trial, arm in zip(grid, trials, arms, strict=True):
         m = r.metrics or {}
         if r.error is not None:
             status = f"error: {str(r.error).splitlines()[0][:80]}"
         else:  # a trial stopped by Ctrl-C (or never started) lacks the mark its last result gets (`trainable`)
             status = "ok" if m.get(COMPLETE) else INTERRUPTED
-        suffix = arm_suffix(cfg, main[task])
-        if cfg.method == "attention_tuner" and mem != memory[task]:
-            suffix = f"{suffix[:-1]}; {mem})" if suffix else f" ({mem})"
-        method = cfg.method + suffix
-        rows.append({"trial": trial["key"], **trial["labels"], "task": task, "method": method,
-                     "seed": cfg.seed, metric: m.get(metric),
+        rows.append({"trial": trial["key"], **trial["labels"], "task": arm.task,
+                     "method": arm.method + arm_label(arm, main[arm.task]), "seed": arm.seed, metric: m.get(metric),
                      "val/decision_accuracy": m.get("val/decision_accuracy"), "status": status})
     return sorted(rows, key=lambda r: r["trial"])
 

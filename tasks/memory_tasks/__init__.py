@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
+import inspect
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 
 from memory_tasks.core import OBS_MODES, Episode, Expert, rollout
 
-__all__ = ["ACTION_NAMES", "OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "resolve_task", "rollout", "short_name", "source_digest"]
+__all__ = ["ACTION_NAMES", "OBS_MODES", "PIXEL_STYLE", "TASKS", "Episode", "Expert", "make", "parameters", "resolve_task", "rollout", "short_name", "source_digest"]
 
 # short name -> (gymnasium id, entry point)
 TASKS: dict[str, tuple[str, str]] = {
@@ -76,6 +79,16 @@ def short_name(name: str) -> str:
     """Any spelling `resolve_task` takes -> the task's short name ('hallway', 'memory_tasks/Hallway-v0' -> 'Hallway')."""
     env_id = resolve_task(name)
     return next(short for short, (i, _) in TASKS.items() if i == env_id)
+
+
+def parameters(name: str) -> dict[str, Any]:
+    """A task's parameters with their defaults, e.g. ``parameters("Hallway") == {"length": 30}``: its
+    environment class's keyword-only arguments other than obs_mode and render_mode (as `core.reject_unknown`
+    lists them; not shared with it, since a change to ``core`` would make every task's datasets stale)."""
+    module, _, cls = TASKS[short_name(name)][1].partition(":")
+    signature = inspect.signature(getattr(importlib.import_module(module), cls))
+    return {p.name: p.default for p in signature.parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name not in ("obs_mode", "render_mode")}
 
 
 def make(name: str, **kwargs) -> gym.Env:
