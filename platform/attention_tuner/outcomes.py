@@ -237,12 +237,9 @@ def row_from_params(params: dict[str, str], **fields: Any) -> TrialRow:
 def heads_text(heads: str) -> str:
     """Supervised heads as logged ("[[1, 0], [1, 1]]", "all") in a table's words: "L1H0 L1H1", "all"."""
     try:
-        pairs = ast.literal_eval(heads)
-    except (ValueError, SyntaxError):
+        return " ".join(f"L{a}H{b}" for a, b in ast.literal_eval(heads))
+    except (ValueError, TypeError, SyntaxError):  # "all", or not a list of pairs: as logged
         return heads
-    if not isinstance(pairs, list | tuple):
-        return heads
-    return " ".join(f"L{a}H{b}" for a, b in pairs)
 
 
 def arm_label(row: TrialRow, main: tuple[str | None, str]) -> str:
@@ -271,6 +268,7 @@ def logged_defaults() -> dict[str, str]:
     from attention_tuner.config import TrialConfig, build, flatten
 
     return {k: str(v) for k, v in flatten(build(TrialConfig, {})).items()}
+
 
 def mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (0 for a single value)."""
