@@ -51,8 +51,9 @@ TASK = "Hallway"
 SIZES = {  # name: (d_model, n_layers, n_heads, d_ff, batch size)
     "paper": (512, 4, 2, 2048, 64),
     "cpu": (128, 2, 2, 256, 32),
-    # the CPU size at other widths (feed-forward 2x d_model, as the CPU preset), for a scan of the share of the
-    # peak against width: --sizes cpu,cpu-d192,cpu-d256,cpu-d384
+    # the CPU size at other widths (feed-forward 2x d_model, as the CPU preset), and with the paper's 4x
+    # feed-forward, for a scan of the share of the peak: --sizes cpu,cpu-ff512,cpu-d192,cpu-d256,cpu-d384
+    "cpu-ff512": (128, 2, 2, 512, 32),
     "cpu-d192": (192, 2, 2, 384, 32),
     "cpu-d256": (256, 2, 2, 512, 32),
     "cpu-d384": (384, 2, 2, 768, 32),
