@@ -251,7 +251,19 @@ def test_verdicts_use_welchs_test_and_every_task_gets_a_row(tmp_path):
     assert welch_p([0.3, 0.1 + 0.2], [0.5, 0.5]) is None  # equal up to the last bit of a float sum
     assert 0 < welch_p([0.9, 0.8], [0.1, 0.2]) < 0.05
     text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
-    assert "| Ordering | 0.500 (one seed) | n/a (n=0) |  |  | cannot compare:" in text
+    assert "| Ordering | 0.500 (one seed) | n/a (n=0 of 1) |  |  | cannot compare:" in text
+    # what the verdicts rest on: the seeds a side, the number of tests, what the standard errors leave out
+    assert ("With 2-3 seeds a side the test has little power, and it leans on the success rates being normal "
+            "across seeds") in text
+    assert "p not corrected" not in text  # one task tested (Mystery Path): nothing to correct for
+    from attention_tuner.report import verdict_caption
+
+    g = {"n": 5}
+    two = [{"attention_tuner": g, "vanilla": g, "p": 0.01}, {"attention_tuner": g, "vanilla": g, "p": 0.2}]
+    assert ("With 5 seeds a side" in verdict_caption(two)
+            and "Each task is tested on its own: 2 tests, p not corrected for their number (Holm's correction "
+                "would multiply the smallest p by 2)" in verdict_caption(two))
+    assert "every trial is evaluated on the same held-out seeds" in text
     # one seed a side: a difference, but no standard error to give it
     assert "| Hallway | 0.700 (one seed) | 0.200 (one seed) | +0.500 (no s.e.: one seed) |  | too few seeds" in text
 
@@ -367,7 +379,51 @@ def test_a_gap_without_any_spread_is_not_called_significant():
     rows = [row(0, "attention_tuner", 1.0), row(1, "attention_tuner", 1.0), row(2, "vanilla", 0.995),
             row(3, "vanilla", 0.995)]
     (v,) = verdicts(rows)
-    assert v["p"] is None and v["verdict"].startswith("cannot test: every seed of each method the same")
+    assert v["p"] is None and v["verdict"] == "every AttentionTuner seed ahead, no spread within either method: no t-test"
+
+
+def test_a_success_rate_that_is_not_a_number_is_not_counted():
+    from attention_tuner.outcomes import TrialRow
+
+    def row(i, method, success):
+        return TrialRow(run_id=f"r{i}", name=f"{i:03d}", status="FINISHED", task="Hallway", method=method,
+                        fraction=1.0 if method == "attention_tuner" else 0.0, heads="[[0, 0]]", noise="none",
+                        seed=i % 2, metrics={"eval/success_rate": success})
+
+    rows = [row(0, "attention_tuner", float("nan")), row(1, "attention_tuner", 0.9), row(2, "vanilla", 0.1),
+            row(3, "vanilla", 0.2)]
+    assert not rows[0].counted
+    (v,) = verdicts(rows)
+    assert v["attention_tuner"]["n"] == 1 and v["attention_tuner"]["missing"] == ["000 (finished)"]
+    assert v["verdict"].startswith("too few seeds to tell: AttentionTuner 1 finished of 2")
+
+
+def test_re_runs_on_another_device_or_evaluation_schedule_are_the_same_trial(tmp_path):
+    """One seed run three times (the default, on CUDA, with more evaluation environments) and a vanilla seed run
+    twice with other probed heads: one trial each, not three seeds of a cell (the standard error would shrink)."""
+    uri = make_store(tmp_path, [
+        ("MortarMayhem", 10, 1.0, 1, 0.8, "FINISHED"),
+        ("MortarMayhem", 10, 1.0, 1, 0.9, "FINISHED", {"device": "cuda"}),
+        ("MortarMayhem", 10, 1.0, 1, 0.85, "FINISHED", {"eval.num_envs": 64, "eval.every": 5}),
+        ("MortarMayhem", 0, 1.0, 0, 0.2, "FINISHED"),
+        ("MortarMayhem", 0, 1.0, 0, 0.3, "FINISHED", {"memory.heads": "all"}),
+        ("MortarMayhem", 10, 1.0, 2, 0.7, "FINISHED", {"optim.lr": 0.001}),  # another setting: another arm
+    ])
+    text = report(uri, tmp_path / "out", experiment="synthetic").read_text()
+    assert "| MortarMayhem (optim.lr=0.0001) | attention_tuner | 0.850 (one seed) | 1 |  |" in text  # the latest
+    assert "| MortarMayhem (optim.lr=0.0001) | vanilla | 0.300 (one seed) | 1 |  |" in text
+    assert "Not counted, 3 runs of a trial that ran again" in text
+
+
+def test_a_cell_without_a_finished_seed_has_no_mean_in_the_csv(tmp_path):
+    import csv
+
+    from attention_tuner.report import write_csv
+
+    groups = [{"task": "Hallway", "n": 0, "mean": float("nan"), "se": float("nan"), "missing": ["000 (failed)"]}]
+    write_csv(groups, ("task",), tmp_path / "t.csv")
+    (row,) = csv.DictReader((tmp_path / "t.csv").open())
+    assert (row["mean"], row["se"], row["seeds"], row["not_counted"]) == ("", "", "0", "000 (failed)")
 
 
 def test_durations_read_as_a_person_says_them():

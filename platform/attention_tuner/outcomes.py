@@ -49,7 +49,8 @@ class TrialRow:
 
     @property
     def counted(self) -> bool:
-        return self.status == "FINISHED" and self.success is not None
+        """Finished, with a final success rate that is a number (a NaN, hand-logged or corrupted, is not)."""
+        return self.status == "FINISHED" and self.success is not None and math.isfinite(self.success)
 
 
 def method_of(params: dict[str, str]) -> str:
@@ -90,6 +91,17 @@ def _setting_kind(key: str, method: str) -> str | None:
     if key.startswith("memory."):
         return "memory" if method == "attention_tuner" else None
     return "shared"
+
+
+def identity_params(params: dict[str, str]) -> dict[str, str]:
+    """The params that make a run the trial it is (two runs with the same are one trial run twice): its method,
+    its seed and the settings that apply to its method (`_setting_kind`; AttentionTuner's fraction, heads and
+    noise too); not the grid labels (names), not where and how it ran or how often it was evaluated on the way
+    (`NOT_AN_ARM`), not the settings its method does not use (a vanilla run's memory.heads)."""
+    method = method_of(params)
+    return {"method": method, **{k: v for k, v in params.items()
+                                 if k == "seed" or _setting_kind(k, method) is not None
+                                 or (method == "attention_tuner" and k in OWN_COLUMNS)}}
 
 
 def arm_settings(params: list[dict[str, str]]) -> list[tuple[str, str]]:

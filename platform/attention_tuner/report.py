@@ -25,6 +25,7 @@ from attention_tuner.outcomes import (
     clean_rows,
     demonstration_rows,
     heads_rows,
+    identity_params,
     logged_defaults,
     main_rows,
     mean_cell,
@@ -99,8 +100,11 @@ def verdicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
             continue
         entry["p"] = p = welch_p(at["values"], van["values"])
         if p is None:
+            ahead = "AttentionTuner" if entry["diff"] > 0 else "vanilla"
             entry["verdict"] = ("no difference: every seed of both the same" if abs(entry["diff"]) < SAME else
-                                "cannot test: every seed of each method the same, no spread to judge the gap by")
+                                f"every {ahead} seed ahead, no spread within either method: no t-test")
+        elif not math.isfinite(p):
+            entry["verdict"] = "cannot test"
         elif p >= ALPHA:
             entry["verdict"] = "no clear difference"
         else:
@@ -108,16 +112,34 @@ def verdicts(rows: list[TrialRow]) -> list[dict[str, Any]]:
     return out
 
 
+def verdict_caption(vs: list[dict[str, Any]]) -> str:
+    """How to read the verdicts: the test, the seeds they rest on, how many tasks were tested, and what the
+    standard errors leave out."""
+    compared = [v for v in vs if all(g and g["n"] >= 2 for g in (v["attention_tuner"], v["vanilla"]))]
+    seeds = sorted({g["n"] for v in compared for g in (v["attention_tuner"], v["vanilla"])})
+    tested = sum(v["p"] is not None for v in vs)
+    span = "" if not seeds else f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+    text = (f"A difference counts when Welch's t-test (two-sided, unequal variances, over the seeds) gives p < "
+            f"{ALPHA:g}.")
+    if span:
+        text += (f" With {span} seeds a side the test has little power, and it "
+                 f"leans on the success rates being normal across seeds: \"no clear difference\" is not \"no "
+                 f"difference\".")
+    if tested > 1:
+        text += (f" Each task is tested on its own: {tested} tests, p not corrected for their number (Holm's "
+                 f"correction would multiply the smallest p by {tested}).")
+    return text + (" Standard errors are over training seeds; every trial is evaluated on the same held-out "
+                   "seeds, so the evaluation's own sampling error is not in them.")
+
+
 def verdict_table(rows: list[TrialRow]) -> str:
-    lines = ["### AttentionTuner against the vanilla Transformer", "",
-             f"A difference counts when Welch's t-test (two-sided, unequal variances, over the seeds) gives p < "
-             f"{ALPHA:g}. With 2-3 seeds a side the test has little power: \"no clear difference\" is not \"no "
-             "difference\".", "",
+    vs = verdicts(rows)
+    lines = ["### AttentionTuner against the vanilla Transformer", "", verdict_caption(vs), "",
              "| task | AttentionTuner | vanilla | difference (± s.e.) | Welch p | verdict |", "|---|---|---|---|---|---|"]
-    for v in verdicts(rows):
+    for v in vs:
         at, van = v["attention_tuner"], v["vanilla"]
-        cells = [("none" if not g else mean_cell(g) if g["n"] == 1 else f"{mean_cell(g)} (n={g['n']})")
-                 for g in (at, van)]
+        cells = [("none" if not g else mean_cell(g) if g["n"] == 1 else f"{mean_cell(g)} (n={g['n']}"
+                  + (f" of {g['n'] + len(g['missing'])})" if g["missing"] else ")")) for g in (at, van)]
         one_seed = at is not None and van is not None and min(at["n"], van["n"]) < 2
         diff = ("" if v["diff"] is None else f"{v['diff']:+.3f} (no s.e.: one seed)" if one_seed
                 else f"{v['diff']:+.3f} ± {v['se']:.3f}")
@@ -207,11 +229,12 @@ def experiment_runs(uri: str, name: str | None) -> tuple[list, list]:
 
 
 def trial_identity(params: dict[str, str]) -> str:
-    """What makes two runs the same trial: a digest of their params, less the grid labels (names, not
-    settings) and the params at today's default value, so that a field added to the configuration since (logged
-    at its default by the newer run, absent from the older) does not make a re-run of a trial another trial."""
+    """What makes two runs the same trial: a digest of the params that make it that trial (`identity_params`),
+    less those at today's default value, so that a field added to the configuration since (logged at its
+    default by the newer run, absent from the older) does not make a re-run of a trial another trial, and
+    neither does a re-run on another device or with another evaluation schedule."""
     defaults = logged_defaults()
-    settings = sorted((k, v) for k, v in params.items() if not k.startswith("label.") and defaults.get(k) != v)
+    settings = sorted((k, v) for k, v in identity_params(params).items() if defaults.get(k) != v)
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
@@ -298,7 +321,8 @@ def write_csv(groups: list[dict[str, Any]], keys: tuple[str, ...], path: Path) -
     w.writerow([*keys, "mean", "se", "seeds", "not_counted"])
     for g in groups:
         se = g["se"] if g["n"] >= 2 else ""  # no standard error from fewer than two seeds
-        w.writerow([*(g[k] for k in keys), g["mean"], se, g["n"], ";".join(g["missing"])])
+        mean = g["mean"] if g["n"] else ""  # no finished seed: no mean
+        w.writerow([*(g[k] for k in keys), mean, se, g["n"], ";".join(g["missing"])])
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
