@@ -28,6 +28,8 @@ SMOKE = {
                     "--data-root", "{data}"], "| 8 |"),
     "distinct_views.py": (["--tasks", "Hallway:length=5", "--episodes", "16", "--batch-size", "8", "--data-root",
                            "{data}"], "| Hallway length=5 |"),
+    "batch_weighting.py": (["--kw", "length=5", "--episodes", "24", "--batch-size", "8", "--epochs", "2",
+                            "--data-root", "{data}"], "| shortest third"),
     "unique_rows.py": (["--batch-size", "8", "--repeats", "1", "--data-root", "{data}"], "same result"),
     "decode_kernels.py": (["--loops", "0.005"], "| 32 | 145 | 2 |"),
     "generation.py": (["speed", "--episodes", "8", "--repeats", "1", "--root", "{gen}", "--actors", "0"],

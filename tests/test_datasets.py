@@ -117,3 +117,13 @@ def test_length_bucketing_cuts_padding_and_still_covers_every_episode(demo):
     b = [b.index.tolist() for b in datasets.batches(demo, index, pairs, 4, rng=np.random.default_rng(3))]
     c = [b.index.tolist() for b in datasets.batches(demo, index, pairs, 4, rng=np.random.default_rng(4))]
     assert a == b and a != c  # seeded, and different every epoch
+
+
+def test_random_batches_are_the_shuffled_episodes_cut_in_order(demo):
+    """bucket=False: the epoch's permutation cut into consecutive batches (the paper code's random batches)."""
+    pairs = datasets.annotated_pairs(demo, 1.0, seed=0, noise=NoiseConfig())
+    index = np.arange(len(demo))
+    got = [b.index.tolist() for b in datasets.batches(demo, index, pairs, 4, rng=np.random.default_rng(3),
+                                                       bucket=False)]
+    order = np.random.default_rng(3).permutation(index).tolist()
+    assert got == [order[s : s + 4] for s in range(0, len(order), 4)]

@@ -360,3 +360,22 @@ def test_auto_precision_is_bfloat16_only_where_the_gpu_has_it(monkeypatch):
     assert not training.uses_bf16("auto", cuda)
     assert training.uses_bf16("bf16", cuda) and training.uses_bf16("bf16", cpu)
     assert not training.uses_bf16("fp32", cuda)
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_batches_are_bucketed_by_length_unless_the_configuration_says_random(demo, monkeypatch, bucket):
+    """optim.bucket_by_length reaches the batching; the paper preset draws random batches, as the paper's code."""
+    from attention_tuner.presets import PAPER_MODEL
+
+    seen = []
+    real = datasets.batches
+
+    def spy(demos, index, pairs, batch_size, rng=None, bucket=True):
+        if rng is not None:  # the training epochs (measuring runs over the episodes in order)
+            seen.append(bucket)
+        return real(demos, index, pairs, batch_size, rng, bucket=bucket)
+
+    monkeypatch.setattr(datasets, "batches", spy)
+    training.train(config(**{"optim.epochs": 1, "eval.episodes": 0, "optim.bucket_by_length": bucket}), demo)
+    assert seen and set(seen) == {bucket}
+    assert PAPER_MODEL["optim.bucket_by_length"] is False

@@ -222,8 +222,9 @@ def batches(demos: Demonstrations, index: np.ndarray, pairs: list[np.ndarray | N
 
     With ``rng`` the order is shuffled. With ``bucket`` the shuffled episodes are cut into runs of
     ``BUCKET_BATCHES`` batches, each run sorted by length before it is cut into batches, and the batches
-    shuffled again: episodes of similar length share a batch, so little compute goes to padding, while every
-    batch is still a random draw (the composition changes every epoch).
+    shuffled again: episodes of similar length share a batch, so little compute goes to padding, and the
+    composition changes every epoch. A loss that is one mean per batch then weighs the steps of short episodes
+    more than random batches would (`OptimConfig.bucket_by_length`, bench/batch_weighting.py).
     """
     order = rng.permutation(index) if rng is not None else np.asarray(index)
     chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]

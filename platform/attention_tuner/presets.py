@@ -18,6 +18,7 @@ PAPER_MODEL: dict[str, Any] = {
     "model.d_model": 512, "model.n_layers": 4, "model.n_heads": 2, "model.d_ff": 2048, "model.dropout": 0.1,
     "memory.weight": 10.0, "memory.heads": [[0, 0]], "optim.lr": 1e-4, "optim.batch_size": 64,
     "optim.epochs": 300, "eval.episodes": 100, "eval.every": 25, "checkpoint_every": 10,
+    "optim.bucket_by_length": False,  # random batches, as the paper's code: the losses weigh its steps alike
 }
 
 def with_held_out(train: int, val_fraction: float = DataConfig.val_fraction) -> int:

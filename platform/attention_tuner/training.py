@@ -226,7 +226,8 @@ def train(
         sums: dict[str, torch.Tensor] = {}
         counted = {"steps": 0.0, "mem_batches": 0.0}
         t0 = time.perf_counter()
-        for batch in datasets.batches(demos, train_idx, pairs, cfg.optim.batch_size, rng):
+        for batch in datasets.batches(demos, train_idx, pairs, cfg.optim.batch_size, rng,
+                                      bucket=cfg.optim.bucket_by_length):
             out = step(batch)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
