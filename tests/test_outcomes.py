@@ -92,3 +92,12 @@ def test_a_task_parameter_left_at_its_default_is_the_same_arm_as_one_set_to_it()
 
     settings = arm_settings([params(), params(**{"task.kwargs.length": 30}), params(**{"task.kwargs.length": 10})])
     assert [shared for shared, _ in settings] == ["length=30", "length=30", "length=10"]
+
+
+def test_a_re_run_that_names_a_task_parameter_at_its_default_is_the_same_trial():
+    """Hallway without `length` and Hallway with length=30 (its default) are one arm, so they must be one trial
+    too: else the re-run would count as a second seed 0 of that arm."""
+    from attention_tuner.report import trial_identity
+
+    assert trial_identity(params()) == trial_identity(params(**{"task.kwargs.length": 30}))
+    assert trial_identity(params()) != trial_identity(params(**{"task.kwargs.length": 10}))
