@@ -31,7 +31,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check platform tasks tests bench sweeps
 	$(VENV)/bin/ruff check --select A005 platform tasks
-	$(VENV)/bin/mypy platform/attention_tuner tasks/memory_tasks
+	$(VENV)/bin/mypy platform/attention_tuner tasks/memory_tasks bench tests
 
 test: $(STAMP) lint
 	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/pytest -q tests

@@ -43,9 +43,9 @@ def linear_stack() -> None:
     print("| rows | F.linear | x @ Wt (pre-transposed) | W @ x^T |\n|---|---|---|---|")
     for rows in (1, 2, 32):
         x = {i: torch.randn(rows, i) for i in (512, 2048)}
-        a = usec(lambda x=x: [F.linear(x[w.shape[1]], w, b) for w, b in weights], 200)
-        c = usec(lambda x=x: [torch.addmm(b, x[w.shape[0]], w) for w, b in transposed], 200)
-        d = usec(lambda x=x: [torch.addmm(b[:, None], w, x[w.shape[1]].t()) for w, b in weights], 200)
+        a = usec(lambda: [F.linear(x[w.shape[1]], w, b) for w, b in weights], 200)  # noqa: B023 (run now)
+        c = usec(lambda: [torch.addmm(b, x[w.shape[0]], w) for w, b in transposed], 200)  # noqa: B023
+        d = usec(lambda: [torch.addmm(b[:, None], w, x[w.shape[1]].t()) for w, b in weights], 200)  # noqa: B023
         print(f"| {rows} | {a:,.0f} us | {c:,.0f} us | {d:,.0f} us |")
 
 
@@ -66,7 +66,7 @@ def attention() -> None:
             return torch.matmul(torch.softmax(s if mask is None else s + mask, -1), v)
 
         torch.testing.assert_close(by_hand(), F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-        a = usec(lambda q=q, k=k, v=v, mask=mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), 2000)
+        a = usec(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), 2000)  # noqa: B023
         b = usec(by_hand, 2000)
         print(f"| {B} | {S} | {nq} | {a:.1f} us | {b:.1f} us |")
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ class NaiveAttentionTuner(AttentionTuner):
         return self.obs_enc(obs.reshape(-1, *self.obs_shape)).view(*obs.shape[:-3], self.d_model)  # (..., C)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None,
-                probe: list[tuple[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                probe: Iterable[tuple[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """As `AttentionTuner.forward`; mask is ignored: every padded step is computed, as the reference does."""
         B, T = actions.shape
         C, nh = self.d_model, self.n_heads
@@ -120,9 +121,10 @@ def evaluate(model: NaiveAttentionTuner, task: str, kwargs: dict[str, Any], epis
         env.reset(seed=seed)
         obs_hist: list[torch.Tensor] = []
         act_hist: list[int] = []
-        ret, done, info = 0.0, False, {}
+        ret, done = 0.0, False
+        info: dict[str, Any] = {}
         while not done:
-            obs_hist.append(torch.from_numpy(np.array(env.unwrapped.symbolic_obs)))
+            obs_hist.append(torch.from_numpy(np.array(cast(Any, env.unwrapped).symbolic_obs)))
             obs = torch.stack(obs_hist)[None]  # (1, t + 1, 7, 7, 3)
             acts = torch.tensor(act_hist + [0])[None]  # a dummy last action, as the reference
             logits, _ = model(obs, acts)

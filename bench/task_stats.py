@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,7 +23,7 @@ def steps_per_second(short: str, obs_mode: str, seconds: float = 2.0) -> float:
     env.reset(seed=0)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        _, _, term, trunc, _ = env.step(int(rng.integers(cast(Any, env.action_space).n)))
         steps += 1
         if term or trunc:
             env.reset(seed=steps)

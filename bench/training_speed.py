@@ -30,6 +30,7 @@ ours and the naives interleaved; run on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import statistics
@@ -194,9 +195,9 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
         ln, an = naive(torch.from_numpy(padded[0].obs), torch.from_numpy(padded[0].actions))
         assert ao is not None and an is not None
         tok = token_mask(m)
-        real = tok[:, None, :, None] & tok[:, None, None, :]  # real query x real key
+        real_cells = tok[:, None, :, None] & tok[:, None, None, :]  # real query x real key
         diff = max(float((lo - ln[:, :T])[m].abs().max()),
-                   float(((ao - an[:, :, : 2 * T, : 2 * T]) * real).abs().max()))
+                   float(((ao - an[:, :, : 2 * T, : 2 * T]) * real_cells).abs().max()))
     ours.train()
     naive.train()
 
@@ -223,7 +224,7 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
     for _ in range(args.repeats):
         peaks.append(matmul_peak(args.matmul, dtype=peak_dtype(args)))
         for name in impls:
-            runs[name].append(timed(lambda n=name: one_pass(n)))
+            runs[name].append(timed(functools.partial(one_pass, name)))
     peak = statistics.median(peaks)
 
     profile = ""
@@ -362,9 +363,11 @@ def eval_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) -
     with torch.inference_mode():  # how often ours found an observation's encoding in its memo (not timed)
         policy = TransformerPolicy(ours, TASK)
         closed_loop(policy, TASK, kwargs, N, N)
+    assert policy.memo is not None
+    memo_hits = policy.memo.hit_rate
     title = (f"### Evaluation, {size} size ({TASK}-{args.length}, at most {max_episode_len(TASK, kwargs)} "
              f"steps), median of {args.eval_repeats}; closed loop plays the same held-out seeds in every row; "
-             f"observations whose encoding ours reused: {policy.memo.hit_rate:.1%} in the closed loop "
+             f"observations whose encoding ours reused: {memo_hits:.1%} in the closed loop "
              f"({N} episodes), {REPLAY_HIT_RATES[-1]:.1%} in the replay ({N} episodes)\n")
     return title + "\n" + rows_table(header, rows) + "\n"
 

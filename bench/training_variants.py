@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--child", nargs=2, metavar=("SIZE", "VARIANT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(*args.child, args.batches, args.threads, args.episodes, args.data_root)))
+        size, variant = args.child
+        print(json.dumps(child(size, variant, args.batches, args.threads, args.episodes, args.data_root)))
         return
     print(f"Hallway-30, {args.episodes} episodes, {args.batches} batches a process, {args.threads} threads, "
           f"median of {args.rounds} alternating rounds\n")

@@ -618,12 +618,14 @@ def _finish_case(h: dict, status: int | None) -> dict:
 
 def _run_all(cases: list[Case], ws: Path, ro: str, port: int, timeout: float, parallel: int) -> dict:
     """Every case's child, ``parallel`` at a time; a child past ``timeout`` seconds is killed (a hang)."""
-    todo, running, out = list(cases), [], {}
+    todo, out = list(cases), {}
+    running: list[dict] = []
     while todo or running:
         while todo and len(running) < parallel:
             running.append(_start_case(todo.pop(0), ws, ro, port))
         time.sleep(0.01)
         for h in list(running):
+            status: int | None
             done, status = os.waitpid(h["pid"], os.WNOHANG)
             if not done and time.perf_counter() - h["start"] > timeout:
                 os.killpg(h["pid"], 9)  # the child and whatever it started

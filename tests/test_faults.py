@@ -532,7 +532,8 @@ def node_loss_child(folder: Path) -> None:
                 return os.getpid()
 
         head_id = ray.get_runtime_context().get_node_id()
-        blocker = Blocker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head_id, soft=False)).remote()
+        blocker = Blocker.options(  # type: ignore[attr-defined]  # an actor class of ray.remote
+            scheduling_strategy=NodeAffinitySchedulingStrategy(head_id, soft=False)).remote()
         ray.get(blocker.ready.remote())  # the head's CPU is taken: the trial can only start on the worker
 
         def raylet(node) -> int:

@@ -122,7 +122,7 @@ def count_lock_retries() -> None:
 
         return real(attempt, attempts)
 
-    retry.counting = True
+    retry.counting = True  # type: ignore[attr-defined]  # marks the wrapper
     tracking.retry = retry
 
 
@@ -173,7 +173,7 @@ def generate_child(folder: Path, actors: int) -> None:
             if not pids:
                 pids.extend(ray.get([a.pid.remote() for a in handles]))
     else:
-        on_actors = None
+        on_actors = None  # type: ignore[assignment]  # generate takes None: no callback
     # Two shards: with two actors each writes one (the pool hands out one range per idle actor).
     demos.generate(GEN_TASK, GEN_KWARGS, 2 * demos.SHARD_EPISODES, 0, root=folder / "warmup", actors=actors,
                    progress=False, on_actors=on_actors)

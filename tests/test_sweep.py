@@ -85,6 +85,7 @@ def mlflow_runs(uri: str, experiment: str):
 
     c = MlflowClient(tracking_uri=uri)
     exp = c.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment}"
     return c, c.search_runs([exp.experiment_id], max_results=100)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -27,7 +28,7 @@ TO_DOOR = {  # from the start (2, 3) facing north, through a test room's door
 THROUGH_BLUE = [A.forward, A.forward, A.toggle, A.forward]
 
 
-def room_objects(env: CountingEnv) -> list[tuple[int, int]]:
+def room_objects(env: CountingEnv) -> list[tuple[int, ...]]:
     """(type, colour) of every object in the current room, read from the world grid."""
     cells = [env.grid.get(x, y) for x in range(1, 4) for y in range(1, 4)]
     return [tuple(int(v) for v in c.encode()[:2]) for c in cells if c is not None]
@@ -46,13 +47,13 @@ def expert_episode(seed: int, **kwargs):
     env = CountingEnv(**kwargs)
     env.reset(seed=seed)
     expert = env.make_expert()
-    steps = []
+    steps: list[dict[str, Any]] = []
     while True:
         first = not steps or steps[-1]["room"] != env.room
         steps.append(dict(room=env.room, test=env.is_test_room, first=first, objects=room_objects(env)))
         if first and env.is_test_room:
             steps[-1]["snapshot"] = copy.deepcopy(env)
-        action, recalled = expert.act(None)
+        action, recalled = expert.act(env.symbolic_obs)
         steps[-1].update(action=action, recalled=sorted(set(recalled)), view=env.symbolic_obs.copy())
         _, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:

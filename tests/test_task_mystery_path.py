@@ -50,7 +50,7 @@ def first_seed(condition, start: int = 0, **kwargs) -> int:
     return next(s for s in range(start, start + 5000) if env.reset(seed=s) and condition(env))
 
 
-def agent_cell(symbolic: np.ndarray) -> tuple[tuple[int, int], tuple[int, int, int]]:
+def agent_cell(symbolic: np.ndarray) -> tuple[tuple[int, int], tuple[int, ...]]:
     (x,), (y,) = np.nonzero(symbolic[..., 0] == AGENT)
     return (int(x), int(y)), tuple(int(v) for v in symbolic[x, y])
 

@@ -20,7 +20,7 @@ ALL_OBJECTS = {
 }
 
 
-def objects_in(view: np.ndarray) -> dict[tuple[int, int], tuple[int, int, int]]:
+def objects_in(view: np.ndarray) -> dict[tuple[int, int], tuple[int, ...]]:
     """{(x, y): code} of every view cell that is not wall or empty."""
     kinds = view[:, :, 0]
     return {

@@ -32,7 +32,7 @@ SIZE_PARAM = {
 
 
 def module_of(env_id: str):
-    entry = gym.spec(env_id).entry_point
+    entry = str(gym.spec(env_id).entry_point)
     return importlib.import_module(entry.split(":")[0])
 
 

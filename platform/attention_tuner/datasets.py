@@ -8,6 +8,7 @@ observations are rendered per batch from the symbolic codes (``memory_tasks.grid
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,7 @@ class Batch:
         return np.array([p is not None for p in self.pairs])
 
 
-def make_batch(demos: Demonstrations, index: np.ndarray, pairs: list[np.ndarray | None]) -> Batch:
+def make_batch(demos: Demonstrations, index: np.ndarray, pairs: Sequence[np.ndarray | None]) -> Batch:
     lengths = demos.lengths[index]
     B, T = len(index), int(lengths.max())
     obs = np.zeros((B, T, 7, 7, 3), dtype=np.uint8)
@@ -216,7 +217,7 @@ def make_batch(demos: Demonstrations, index: np.ndarray, pairs: list[np.ndarray 
 BUCKET_BATCHES = 8  # length bucketing: sort runs of this many batches by length before cutting them
 
 
-def batches(demos: Demonstrations, index: np.ndarray, pairs: list[np.ndarray | None], batch_size: int,
+def batches(demos: Demonstrations, index: np.ndarray, pairs: Sequence[np.ndarray | None], batch_size: int,
             rng: np.random.Generator | None = None, bucket: bool = True):
     """Yield batches over ``index``, each padded only to its own longest episode.
 

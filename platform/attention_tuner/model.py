@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -428,7 +428,7 @@ class AttentionTuner(nn.Module):
             raise ValueError(f"supervised must be a sequence of (layer, head) pairs, got {supervised!r}") from None
         _validate(obs_mode, n_actions, d_model, n_layers, n_heads, d_ff, dropout, sup)
         pairs: tuple[tuple[int, int], ...] = tuple((p[0], p[1]) for p in sup)
-        self.hparams = dict(obs_mode=obs_mode, n_actions=n_actions, d_model=d_model, n_layers=n_layers,
+        self.hparams: dict[str, Any] = dict(obs_mode=obs_mode, n_actions=n_actions, d_model=d_model, n_layers=n_layers,
                             n_heads=n_heads, d_ff=d_ff, dropout=dropout, supervised=pairs)
         self.obs_mode, self.n_actions, self.d_model = obs_mode, n_actions, d_model
         self.n_layers, self.n_heads, self.supervised = n_layers, n_heads, pairs
