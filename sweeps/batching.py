@@ -1,5 +1,5 @@
 """Does batching by length change what is learned? Mystery Path 5x5 at the CPU reproduction's settings, both
-methods, batches bucketed by length (the default) or random (the paper's code), 2 seeds: 8 trials, about 20
+methods, batches bucketed by length (the default) or random (the paper's code), 2 seeds: 8 trials, about 8
 minutes on 2 cores (docs/method.md has the run).
 
     attention-tuner sweep sweeps/batching.py

@@ -12,6 +12,7 @@ from attention_tuner.outcomes import (
     heads_text,
     logged_defaults,
     main_arm,
+    main_rows,
     row_from_params,
     with_arm_settings,
 )
@@ -101,3 +102,19 @@ def test_a_re_run_that_names_a_task_parameter_at_its_default_is_the_same_trial()
 
     assert trial_identity(params()) == trial_identity(params(**{"task.kwargs.length": 30}))
     assert trial_identity(params()) != trial_identity(params(**{"task.kwargs.length": 10}))
+
+
+def test_vanilla_runs_at_other_noise_levels_are_other_trials():
+    """A grid of method x annotation noise x seed: each vanilla run sits in its noise level's cell, so it is a
+    trial of its own (were they one trial, the latest, a noisy one, would replace the clean run and the main
+    comparison would lose its vanilla seeds)."""
+    from attention_tuner.report import latest_runs, trial_identity
+
+    grid = [params(seed=s, **{"memory.weight": w, "data.noise.drop": d})
+            for w in (0.0, 10.0) for d in (0.0, 0.5) for s in (0, 1)]
+    rows = [row_from_params(p, name=str(i), status="FINISHED", metrics={"eval/success_rate": 0.5}, start_time=i,
+                            trial=trial_identity(p)) for i, p in enumerate(grid)]
+    kept, superseded = latest_runs(rows)
+    assert len(kept) == 8 and not superseded
+    assert {(r.method, r.noise, r.seed) for r in main_rows(kept)} == {
+        ("vanilla", "none", 0), ("vanilla", "none", 1), ("attention_tuner", "none", 0), ("attention_tuner", "none", 1)}

@@ -394,7 +394,8 @@ def test_a_success_rate_that_is_not_a_number_is_not_counted():
             row(3, "vanilla", 0.2)]
     assert not rows[0].counted
     (v,) = verdicts(rows)
-    assert v["attention_tuner"]["n"] == 1 and v["attention_tuner"]["missing"] == ["000 (finished)"]
+    assert v["attention_tuner"]["n"] == 1
+    assert v["attention_tuner"]["missing"] == ["000 (finished, success not a number)"]
     assert v["verdict"].startswith("too few seeds to tell: AttentionTuner 1 finished of 2")
 
 
@@ -460,3 +461,21 @@ def test_arms_of_any_other_setting_are_kept_apart(tmp_path):
     assert "attention_tuner (memory.variant=decision_rows) |" in text  # its trials, in the list of trials
     assert {p.name for p in (tmp_path / "out").glob("attention_*.png")} <= {
         f"attention_Hallway_length_{n}_{m}.png" for n in (10, 30) for m in ("attention_tuner", "vanilla")}
+
+
+def test_verdict_cells_count_the_seeds_that_did_not_finish_and_a_gap_without_spread_names_its_side():
+    from attention_tuner.outcomes import TrialRow
+    from attention_tuner.report import verdict_table
+
+    def row(i, method, success, status="FINISHED", seed=None):
+        return TrialRow(run_id=f"r{i}", name=f"{i:03d}", status=status, task="Hallway", method=method,
+                        fraction=1.0 if method == "attention_tuner" else 0.0, heads="[[0, 0]]", noise="none",
+                        seed=i if seed is None else seed, metrics={} if success is None else {"eval/success_rate": success})
+
+    rows = [row(0, "attention_tuner", 0.9), row(1, "attention_tuner", 0.8), row(2, "attention_tuner", None, "FAILED"),
+            row(3, "vanilla", 0.1, seed=0), row(4, "vanilla", 0.2, seed=1)]
+    assert "| Hallway | 0.850 ± 0.050 (n=2 of 3) | 0.150 ± 0.050 (n=2) |" in verdict_table(rows)
+    flat = [row(0, "attention_tuner", 0.2), row(1, "attention_tuner", 0.2), row(2, "vanilla", 0.5, seed=0),
+            row(3, "vanilla", 0.5, seed=1)]
+    (v,) = verdicts(flat)
+    assert v["verdict"] == "every vanilla seed ahead, no spread within either method: no t-test"

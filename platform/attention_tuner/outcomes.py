@@ -95,13 +95,15 @@ def _setting_kind(key: str, method: str) -> str | None:
 
 def identity_params(params: dict[str, str]) -> dict[str, str]:
     """The params that make a run the trial it is (two runs with the same are one trial run twice): its method,
-    its seed and the settings that apply to its method (`_setting_kind`; AttentionTuner's fraction, heads and
-    noise too); not the grid labels (names), not where and how it ran or how often it was evaluated on the way
-    (`NOT_AN_ARM`), not the settings its method does not use (a vanilla run's memory.heads)."""
+    its seed, the settings that apply to its method (`_setting_kind`), AttentionTuner's fraction and heads, and
+    the annotation noise of both Transformer methods (a row's noise column, so a vanilla run at another noise
+    level sits in another cell of the noise table); not the grid labels (names), not where and how it ran or how
+    often it was evaluated on the way (`NOT_AN_ARM`), not the settings its method does not use (a vanilla run's
+    memory.heads)."""
     method = method_of(params)
+    own = OWN_COLUMNS if method == "attention_tuner" else set(NOISE_KEYS) if method == "vanilla" else set()
     return {"method": method, **{k: v for k, v in params.items()
-                                 if k == "seed" or _setting_kind(k, method) is not None
-                                 or (method == "attention_tuner" and k in OWN_COLUMNS)}}
+                                 if k == "seed" or _setting_kind(k, method) is not None or k in own}}
 
 
 def arm_settings(params: list[dict[str, str]]) -> list[tuple[str, str]]:
@@ -238,8 +240,8 @@ def noise_label(params: dict[str, str]) -> str:
 
 
 def row_from_params(params: dict[str, str], **fields: Any) -> TrialRow:
-    """A trial's row from its params as logged (strings); ``fields``: the rest of `TrialRow` (name, status,
-    metrics, ...), which the params do not hold."""
+    """A trial's row from its params as logged (strings); ``fields``: the rest of `TrialRow`, which the params do
+    not hold: ``name`` always, then any of run_id, status, metrics, start_time, commit, trial."""
     return TrialRow(task=params.get("task.name", "?"), method=method_of(params),
                     fraction=annotated_fraction(params), heads=params.get("memory.heads", "?"),
                     noise=noise_label(params), seed=int(params.get("seed", 0)), params=params,

@@ -132,14 +132,22 @@ def verdict_caption(vs: list[dict[str, Any]]) -> str:
                    "seeds, so the evaluation's own sampling error is not in them.")
 
 
+def verdict_cell(g: dict[str, Any]) -> str:
+    """A method's cell in the verdict table: mean ± s.e. and its seeds, e.g. "0.825 ± 0.020 (n=2)", "(n=2 of 3)"
+    when a seed did not finish, "0.700 (one seed) (1 of 2)"."""
+    of = f" of {g['n'] + len(g['missing'])}" if g["missing"] else ""
+    if g["n"] == 1:
+        return mean_cell(g) + (f" (1{of})" if of else "")
+    return f"{mean_cell(g)} (n={g['n']}{of})"
+
+
 def verdict_table(rows: list[TrialRow]) -> str:
     vs = verdicts(rows)
     lines = ["### AttentionTuner against the vanilla Transformer", "", verdict_caption(vs), "",
              "| task | AttentionTuner | vanilla | difference (± s.e.) | Welch p | verdict |", "|---|---|---|---|---|---|"]
     for v in vs:
         at, van = v["attention_tuner"], v["vanilla"]
-        cells = [("none" if not g else mean_cell(g) if g["n"] == 1 else f"{mean_cell(g)} (n={g['n']}"
-                  + (f" of {g['n'] + len(g['missing'])})" if g["missing"] else ")")) for g in (at, van)]
+        cells = ["none" if not g else verdict_cell(g) for g in (at, van)]
         one_seed = at is not None and van is not None and min(at["n"], van["n"]) < 2
         diff = ("" if v["diff"] is None else f"{v['diff']:+.3f} (no s.e.: one seed)" if one_seed
                 else f"{v['diff']:+.3f} ± {v['se']:.3f}")
@@ -290,7 +298,9 @@ def aggregate(rows: list[TrialRow], keys: tuple[str, ...]) -> list[dict[str, Any
         if r.counted:
             g["values"].append(r.success)
         else:
-            g["missing"].append(f"{r.name} ({r.status.lower()})")
+            why = r.status.lower() + (", success not a number" if r.status == "FINISHED" and r.success is not None
+                                      else "")
+            g["missing"].append(f"{r.name} ({why})")
     out = []
     for g in groups.values():
         if g["values"]:
