@@ -75,8 +75,7 @@ def annotated_fraction(params: dict[str, str]) -> float:
 NOT_AN_ARM = frozenset({"seed", "device", "checkpoint_every", "eval.num_envs", "eval.every"})
 # Params with columns of their own: the method (algorithm, annotated fraction), the heads, the noise. (The memory
 # loss's weight, zero for the vanilla method, sets AttentionTuner's arms apart as its other settings do.)
-OWN_COLUMNS = frozenset({"algorithm", "data.annotation_fraction", "memory.heads",
-                         "data.noise.drop", "data.noise.shift", "data.noise.spurious"})
+OWN_COLUMNS = frozenset({"algorithm", "data.annotation_fraction", "memory.heads", *NOISE_KEYS})
 
 
 def _setting_kind(key: str, method: str) -> str | None:
