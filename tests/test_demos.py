@@ -37,6 +37,17 @@ def test_same_request_identical_content_and_reused(tmp_path, small_shards):
     assert other != a
 
 
+def test_a_parameter_named_at_its_default_is_the_same_dataset(tmp_path, small_shards):
+    default = demos.generate("Ordering", {}, 4, 0, root=tmp_path, actors=0, progress=False)
+    before = (default / "manifest.json").stat().st_mtime_ns
+    named = demos.generate("Ordering", {"length": 50}, 4, 0, root=tmp_path, actors=0, progress=False)
+    assert named == default and (default / "manifest.json").stat().st_mtime_ns == before  # found, not made again
+    assert demos.read_manifest(default)["kwargs"] == {}
+    assert demos.Request("Ordering", {"length": 49}, 4).key != demos.Request("Ordering", {}, 4).key
+    # only the same value of the same type is the default (the environment would reject a float length)
+    assert demos.Request("Ordering", {"length": 50.0}, 4).key != demos.Request("Ordering", {}, 4).key
+
+
 def test_a_change_to_the_task_code_makes_a_new_dataset(tmp_path, small_shards, monkeypatch):
     import memory_tasks
 

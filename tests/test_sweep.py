@@ -40,6 +40,15 @@ def test_paper_sweep_covers_the_main_table():
     assert {t.config.model.d_model for t in ts} == {512}
 
 
+def test_a_task_parameter_named_at_its_default_needs_no_second_dataset():
+    from attention_tuner.presets import SMOKE
+
+    spec = sweep.SweepSpec(name="defaults", base={**SMOKE, "task.name": "Hallway", "data.episodes": 8},
+                           space={"task.kwargs": [{}, {"length": 30}, {"length": 10}]})
+    needed = sweep.datasets_needed(sweep.trials(spec))
+    assert [kwargs for _, kwargs, _, _ in needed] == [{}, {"length": 10}]
+
+
 BAD = {
     "unknown key": ('{"optim.lrr": 1}', "{}", "unknown key optim.lrr"),
     "wrong type": ('{"optim.epochs": "many"}', "{}", "optim.epochs: expected int"),

@@ -87,9 +87,17 @@ class Request:
         return memory_tasks.resolve_task(self.task)
 
     @property
+    def plain_kwargs(self) -> dict[str, Any]:
+        """The parameters without those set to the task's default: ``Hallway {}`` and ``Hallway {length: 30}``
+        are one task, so one dataset (one key, one manifest)."""
+        defaults = memory_tasks.parameters(self.env_id)
+        return {k: v for k, v in self.kwargs.items()
+                if not (k in defaults and type(v) is type(defaults[k]) and v == defaults[k])}
+
+    @property
     def key(self) -> str:
         body = json.dumps(
-            {"env_id": self.env_id, "kwargs": self.kwargs, "episodes": self.episodes, "seed": self.seed,
+            {"env_id": self.env_id, "kwargs": self.plain_kwargs, "episodes": self.episodes, "seed": self.seed,
              "schema": SCHEMA_VERSION, "code": memory_tasks.source_digest(self.env_id)},
             sort_keys=True,
         )
@@ -470,7 +478,7 @@ def write_manifest(out: Path, req: Request, shards: list[dict[str, Any]]) -> Non
         "schema_version": SCHEMA_VERSION,
         "package_version": __version__,
         "task": req.env_id,
-        "kwargs": req.kwargs,
+        "kwargs": req.plain_kwargs,
         "request": {"episodes": req.episodes, "seed": req.seed, "key": req.key},
         "task_code": memory_tasks.source_digest(req.env_id),
         "observations": "symbolic (7, 7, 3) uint8; pixels are rendered from them when loading",

@@ -211,7 +211,7 @@ def datasets_needed(ts: list[Trial]) -> list[tuple[str, dict[str, Any], int, int
         if c.algorithm != "transformer":  # the RL baseline learns from reward alone
             continue
         item = (c.task.name, dict(c.task.kwargs), c.data.episodes, c.data.seed)
-        seen.setdefault(json.dumps(item, sort_keys=True), item)
+        seen.setdefault(demos.Request(*item).key, item)  # a parameter named at its default: the same dataset
     return list(seen.values())
 
 
