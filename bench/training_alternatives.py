@@ -55,7 +55,7 @@ def encode_unique_080(encoder: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     uniq, inverse = model_module.unique_rows(obs.reshape(n, -1))
     if uniq.shape[0] > 0.8 * n:
         return encoder(obs)
-    return encoder(uniq.view(-1, *obs.shape[1:]))[inverse]
+    return encoder(uniq.view(-1, *obs.shape[1:])).index_select(0, inverse)
 
 
 def int_dropout(self: nn.Dropout, x: torch.Tensor) -> torch.Tensor:

