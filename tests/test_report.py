@@ -175,6 +175,20 @@ def test_a_sweep_of_partial_fractions_only_still_gets_its_fraction_table(tmp_pat
     assert (tmp_path / "rep" / "fraction.png").is_file()
 
 
+def test_a_report_written_elsewhere_says_where_its_plots_are_and_what_it_removed(tmp_path, capsys):
+    uri = make_store(tmp_path, [("Hallway", 0, 1.0, 0, 0.1, "FINISHED"), ("Hallway", 10, 1.0, 0, 0.5, "FINISHED")])
+    out = tmp_path / "rep"
+    assert cli(["report", "--experiment", "synthetic", "--tracking-uri", uri, "--out", str(out)]) == 0
+    assert "(tables as Markdown; the CSVs and PNG plots beside it)" in capsys.readouterr().out
+    other = tmp_path / "other.md"
+    assert cli(["report", "--experiment", "synthetic", "--tracking-uri", uri, "--out", str(out),
+                "--markdown", str(other)]) == 0
+    said = capsys.readouterr().out
+    assert f"the CSVs and PNG plots in {out}" in said
+    assert f"removed {out / 'report.md'}: an earlier report's" in said and not (out / "report.md").exists()
+    assert other.is_file() and (out / "task_method.csv").is_file()
+
+
 def test_the_wall_time_of_a_resumed_sweep_leaves_out_the_time_between_sessions():
     from attention_tuner.report import wall_time
 

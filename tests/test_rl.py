@@ -114,7 +114,7 @@ def test_without_rllib_the_cli_refuses_ppo_in_one_line_and_writes_nothing(withou
     code = cli(["train", "Ordering", "--kw", "length=2", "--set", "algorithm=ppo_lstm", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert "needs RLlib" in err[0] and "pip install 'attention-tuner[rllib]'" in err[0]
+    assert "needs RLlib" in err[0] and "pip install -e '.[rllib]'" in err[0]
     assert not out.exists()
 
 

@@ -49,6 +49,29 @@ def test_a_task_parameter_named_at_its_default_needs_no_second_dataset():
     assert [kwargs for _, kwargs, _, _ in needed] == [{}, {"length": 10}]
 
 
+def test_resume_refuses_trials_other_than_those_it_started_with(tmp_path):
+    """Tune restores a sweep's trials as they were started: a --set that now asks for another configuration
+    was ignored silently; it is refused in one line before anything starts."""
+    from attention_tuner.presets import SMOKE
+
+    spec = sweep.SweepSpec(name="again", base={**SMOKE, "task.name": "Ordering", "task.kwargs": {"length": 2}},
+                           space={"seed": [0, 1]})
+    started = sweep.trials(spec, {"optim.epochs": 60})
+    (tmp_path / "again-1").mkdir()
+    (tmp_path / "again-1" / sweep.STARTED).write_text(json.dumps(sweep.started_trials(started)))
+    (tmp_path / "again.latest").write_text("again-1\n")
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    with pytest.raises(ValueError, match=r"--resume continues sweep again .* but trial \S+'s optim.epochs was 60 "
+                                         r"and is now 3: resume with the same sweep file"):
+        sweep.run(spec, resume=True, tracking_uri=uri, storage=str(tmp_path), extra={"optim.epochs": 3})
+    with pytest.raises(ValueError, match=r"but trials \S+ are new"):
+        sweep.run(dataclasses.replace(spec, space={"seed": [0, 1, 2]}), resume=True, tracking_uri=uri,
+                  storage=str(tmp_path), extra={"optim.epochs": 60})
+    sweep.check_same_trials(tmp_path / "again-1" / sweep.STARTED, sweep.trials(spec, {"optim.epochs": 60}), "again")
+    assert not (tmp_path / "mlruns.db").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "again-1", "again.latest"]
+
+
 BAD = {
     "unknown key": ('{"optim.lrr": 1}', "{}", "unknown key optim.lrr"),
     "wrong type": ('{"optim.epochs": "many"}', "{}", "optim.epochs: expected int"),

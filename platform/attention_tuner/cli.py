@@ -325,8 +325,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         except UnicodeDecodeError:
             raise ValueError(f"--notes {args.notes}: not a UTF-8 text file") from None
     md = report(uri, args.out, experiment=args.experiment, sweep=args.sweep, markdown=args.markdown,
-                notes=args.notes)
-    print(f"wrote {md} (tables as Markdown and CSV, plots as PNG beside it)")
+                notes=args.notes, on_removed=lambda p: print(f"removed {p}: an earlier report's, whose tables and "
+                                                             "plots in that folder this report has replaced"))
+    folder = Path(args.out).resolve()
+    where = "beside it" if md.resolve().parent == folder else f"in {args.out}"
+    print(f"wrote {md} (tables as Markdown; the CSVs and PNG plots {where})")
     return 0
 
 

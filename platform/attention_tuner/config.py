@@ -188,7 +188,7 @@ class RLConfig:
 class TrialConfig:
     algorithm: str = "transformer"
     """transformer: behavioural cloning of the demonstrations (the vanilla Transformer when memory.weight is 0,
-    else AttentionTuner); ppo_lstm: PPO with an LSTM from reward alone (RLlib; pip install .[rllib])."""
+    else AttentionTuner); ppo_lstm: PPO with an LSTM from reward alone (RLlib: .venv/bin/pip install -e '.[rllib]')."""
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

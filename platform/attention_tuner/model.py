@@ -12,7 +12,7 @@ FF = Linear-ReLU-Linear, no attention dropout), and the action a_t read at the o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import numpy as np
@@ -30,7 +30,7 @@ N_OBJECTS, N_COLORS, N_STATES = SYMBOLIC_CODES
 DEDUP_MIN = 64
 
 
-def encode_unique(encoder: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+def encode_unique(encoder: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
     """encoder(obs) for obs (N, ...) uint8, running the encoder once per distinct observation.
 
     The observation encoder is most of a small model's compute, and the memory tasks repeat their views a lot

@@ -10,7 +10,7 @@ from attention_tuner.config import DataConfig, held_out_count
 METHODS: dict[str, dict[str, Any]] = {"vanilla": {"memory.weight": 0.0}, "attention_tuner": {}}
 
 # The RL baseline (attention_tuner.rl): PPO with an LSTM from reward alone, no demonstrations. Needs the
-# RLlib extra (pip install '.[rllib]'). Add it to a sweep's method axis: {**METHODS, **RL_BASELINE}.
+# RLlib extra (.venv/bin/pip install -e '.[rllib]'). Add it to a sweep's method axis: {**METHODS, **RL_BASELINE}.
 RL_BASELINE: dict[str, dict[str, Any]] = {"ppo_lstm": {"algorithm": "ppo_lstm"}}
 
 # The paper's settings (../shared/spec/method.md); needs a GPU.

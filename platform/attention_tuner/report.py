@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -338,10 +339,13 @@ def write_csv(groups: list[dict[str, Any]], keys: tuple[str, ...], path: Path) -
 
 
 def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str | None = None,
-           markdown: str | Path | None = None, notes: str | Path | None = None) -> Path:
+           markdown: str | Path | None = None, notes: str | Path | None = None,
+           on_removed: Callable[[Path], None] | None = None) -> Path:
     """Write the Markdown report (``out``/report.md, or ``markdown``), CSVs and PNG plots under ``out``.
 
     ``notes``: a Markdown file included after the summary (the reader's interpretation, the machine).
+    ``on_removed``: told of each file an earlier report wrote into ``out`` that this one removed (see
+    `remove_stale`), e.g. ``out``/report.md when this report's Markdown goes elsewhere.
     """
     from attention_tuner import report_plots
 
@@ -405,7 +409,9 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
 
     atomic_write_bytes(md, "\n".join(sections).encode())
     written.add(md)
-    remove_stale(folder, written)
+    for path in remove_stale(folder, written):
+        if on_removed:
+            on_removed(path)
     return md
 
 
@@ -414,7 +420,8 @@ def report(uri: str, out: str | Path, experiment: str | None = None, sweep: str 
 WRITTEN = ".report-files.json"
 
 
-def remove_stale(folder: Path, written: set[Path]) -> None:
+def remove_stale(folder: Path, written: set[Path]) -> list[Path]:
+    """Remove the files the previous report listed in ``folder`` that this one did not write; returns them."""
     from attention_tuner.demos import atomic_write_bytes
 
     names = sorted(p.name for p in written if p.resolve().parent == folder.resolve())
@@ -423,11 +430,14 @@ def remove_stale(folder: Path, written: set[Path]) -> None:
         before = json.loads(listing.read_text()) if listing.is_file() else []
     except (OSError, json.JSONDecodeError):
         before = []
+    removed = []
     for name in before if isinstance(before, list) else []:
         path = folder / str(name)
         if name not in names and "/" not in str(name) and path.is_file():
             path.unlink()
+            removed.append(path)
     atomic_write_bytes(listing, (json.dumps(names, indent=1) + "\n").encode())
+    return removed
 
 
 def not_counted(superseded: list[tuple[TrialRow, TrialRow]], no_params: list[TrialRow]) -> list[str]:

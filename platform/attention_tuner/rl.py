@@ -9,7 +9,7 @@ convolutions), an LSTM, and policy and value heads. Trials report the same metri
 way: greedy actions on the same held-out seeds (``datasets.eval_seeds``), many environments in one batch;
 their budget is environment steps (``rl.env_steps``), reported as ``perf/env_steps`` with the wall time.
 
-RLlib is an optional extra (``pip install 'attention-tuner[rllib]'``): this module imports it only inside its
+RLlib is an optional extra (``pip install -e '.[rllib]'`` in the checkout): this module imports it only inside its
 functions, so the core install imports and validates everything without it. The algorithm runs inside the
 trial's process (env runner and learner local: ``num_env_runners=0``, ``num_learners=0``), so a trial uses
 exactly the resources the sweep gives it.
@@ -45,7 +45,7 @@ from attention_tuner.observations import ObservationEncoder
 from attention_tuner.training import check_resumable, pick_device, trained_seconds
 
 Report = Callable[[dict[str, float], int, Path | None], None]
-INSTALL_HINT = "pip install 'attention-tuner[rllib]'"
+INSTALL_HINT = "install the extra from the checkout: .venv/bin/pip install -e '.[rllib]' (or make venv EXTRAS=dev,rllib)"
 ENV_NAME = "attention_tuner_memory_task"
 # The symbolic one-hot: object, colour and state codes in disjoint channel ranges, as SymbolicEncoder.forward
 _OFFSETS = np.array([0, N_OBJECTS, N_OBJECTS + N_COLORS])
@@ -63,7 +63,7 @@ def require_rllib() -> None:
         import ray.rllib.algorithms.ppo  # noqa: F401
     except ImportError as e:
         missing = getattr(e, "name", None) or str(e).splitlines()[0]
-        raise RLlibMissing(f"algorithm ppo_lstm needs RLlib, which is not installed here (missing {missing}): "
+        raise RLlibMissing(f"algorithm ppo_lstm needs RLlib, which is not installed here (no module {missing!r}): "
                           f"{INSTALL_HINT}") from None
 
 

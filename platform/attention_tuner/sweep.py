@@ -427,6 +427,46 @@ def ray_address() -> str | None:
     return address
 
 
+# The trials a sweep's run started with, in its folder: a resumed run goes on with these (Tune restores them), so
+# `--resume` refuses a sweep file or --set/--kw that now make other trials instead of silently ignoring them.
+STARTED = "trials.json"
+
+
+def started_trials(ts: list[Trial]) -> dict[str, Any]:
+    """{trial key: its configuration}, as JSON holds it."""
+    return json.loads(json.dumps({t.key: to_dict(t.config) for t in ts}, sort_keys=True))
+
+
+def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested configuration as {dotted key: value}."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}{key}.").items()} or {prefix: d}
+
+
+def check_same_trials(path: Path, ts: list[Trial], name: str) -> None:
+    """A one-line ValueError when the trials asked for now are not those the run at ``path`` started with (no
+    check for a run started before this file was written)."""
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    now = started_trials(ts)
+    if before == now:
+        return
+    if set(before) != set(now):
+        gone, new = sorted(set(before) - set(now)), sorted(set(now) - set(before))
+        what = f"trials {', '.join(new[:2])}{' ...' if len(new) > 2 else ''} are new" if new else \
+            f"trials {', '.join(gone[:2])}{' ...' if len(gone) > 2 else ''} are gone"
+    else:
+        key = next(k for k in sorted(now) if now[k] != before[k])
+        a, b = flat(before[key]), flat(now[key])
+        field = next(f for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f))
+        what = f"trial {key}'s {field.rstrip('.')} was {a.get(field)!r} and is now {b.get(field)!r}"
+    raise ValueError(f"--resume continues sweep {name} with the trials it started with, but {what}: resume with the "
+                     "same sweep file, --set and --kw, or run it without --resume (a new run of the sweep)")
+
+
 def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, storage: str | None = None,
         extra: dict[str, Any] | None = None, verbose: int = 1) -> list[dict[str, Any]]:
     """Generate the datasets, run the trials with Ray Tune, return one row per trial.
@@ -448,6 +488,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
         if not latest.is_file():
             raise ValueError(f"--resume: no earlier run of sweep {spec.name} under {root}")
         run_name = latest.read_text().strip()
+        check_same_trials(root / run_name / STARTED, ts, spec.name)
     else:
         run_name = ""  # claimed below, once nothing can fail before the sweep starts
     connected = "ray" in sys.modules and sys.modules["ray"].is_initialized()
@@ -475,6 +516,8 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     run_name = run_name or new_run_name(root, spec.name)
     home = root / run_name
     home.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        demos.atomic_write_bytes(home / STARTED, (json.dumps(started_trials(ts), indent=1) + "\n").encode())
     demos.atomic_write_bytes(latest, (run_name + "\n").encode())
 
     experiment_id = tracking.ensure_experiment(uri, spec.name)
