@@ -196,8 +196,12 @@ def test_datasets_lists_what_each_folder_holds_and_which_are_stale(tmp_path, cap
     assert unreadable.split()[1:4] == ["?", "?", "?"]  # task, parameters, episodes: not known
     ordering = next(line for line in lines if line.startswith("Ordering-") and "length=2" in line)
     assert "length=2" in ordering and ordering.split()[-1] == "ready" and " 8  0-" in ordering
+    end = json.loads((next(p for p in tmp_path.glob("Ordering-*") if '"length": 2' in (p / "manifest.json").read_text())
+                      / "manifest.json").read_text())["seed_range"][1]
+    assert f" 0-{end - 1} " in ordering  # the last seed, as `evaluate` gives its seeds
     assert next(line for line in lines if line.startswith("Hallway-")).split()[-1] == "stale"
     assert next(line for line in lines if line.startswith("Counting-")).split()[-1] == "unfinished"
+    assert next(line for line in lines if line.startswith("Counting-")).split()[1] == "Counting"  # from its folder
 
 
 def test_train_takes_the_task_from_config_and_refuses_another(tmp_path, capsys):

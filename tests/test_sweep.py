@@ -72,6 +72,24 @@ def test_resume_refuses_trials_other_than_those_it_started_with(tmp_path):
         "again-1", "again.latest"]
 
 
+def test_the_cost_estimate_counts_the_encoder_on_distinct_views_only(monkeypatch):
+    import numpy as np
+
+    # 100 Transformer parameters on 2 tokens, 10 encoder parameters and 50 convolution multiply-adds on a third
+    assert sweep.step_flops(100, 10, 50, 1 / 3) == 6 * 100 * 2 + 6 * 60 / 3
+    a = np.zeros((4, 7, 7, 3), np.uint8)
+    b = a.copy()
+    b[1:, 0, 0, 0] = 1  # views 0, 1, 1, 1
+    assert sweep.distinct_share([a, b]) == 2 / 8  # two distinct views among eight
+    from attention_tuner.presets import CPU_MODEL
+
+    ts = sweep.trials(sweep.SweepSpec(name="c", base={**CPU_MODEL, "task.name": "Ordering", "optim.epochs": 1},
+                                      space={}))
+    deduplicated = sweep.cost(ts)["pflop"]
+    monkeypatch.setattr(sweep, "distinct_share", lambda views: 1.0)
+    assert deduplicated < 0.7 * sweep.cost(ts)["pflop"]  # Ordering's views repeat: many encodings are saved
+
+
 BAD = {
     "unknown key": ('{"optim.lrr": 1}', "{}", "unknown key optim.lrr"),
     "wrong type": ('{"optim.epochs": "many"}', "{}", "optim.epochs: expected int"),

@@ -101,6 +101,11 @@ def resolve(path: str | Path) -> Path:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     p = resolve(path)
     if not p.is_file():
+        if p.is_dir():
+            raise CheckpointError(f"{p}: a folder where a checkpoint file should be")
+        if Path(path).is_dir():
+            raise CheckpointError(f"{path}: no checkpoint in this folder (looked for {FILE} in it and in its "
+                                  "checkpoint/)")
         raise CheckpointError(f"{p}: no checkpoint there")
     side = p.with_name(p.name + ".sha256")
     data = p.read_bytes()

@@ -129,6 +129,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     """The datasets under a root: what each hash-named folder holds, and whether it is stale."""
     from attention_tuner.demos import list_datasets
 
+    if os.path.exists(args.root) and not os.path.isdir(args.root):
+        raise ValueError(f"--root {args.root}: exists and is not a folder")
     if not os.path.isdir(args.root):
         raise ValueError(f"--root: no such folder: {args.root}")
     rows = list_datasets(args.root)
@@ -409,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = add(sub, "evaluate", help="closed-loop evaluation of a checkpoint on held-out seeds")
-    p.add_argument("checkpoint", help="checkpoint file or run folder's checkpoint/ directory")
+    p.add_argument("checkpoint", help="a run folder, its checkpoint/ folder or a checkpoint file")
     p.add_argument("--episodes", type=int, default=100, help="episodes on held-out seeds")
     p.add_argument("--num-envs", type=int, default=32, help="environments stepped together")
     p.add_argument("--kw", action="append", metavar="KEY=VALUE",

@@ -542,8 +542,9 @@ def list_datasets(root: str | Path) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"folder": folder.name, "task": "?", "kwargs": None, "episodes": None, "seeds": "?",
                                  "mb": size / 1e6, "state": "unfinished"}
         if not (folder / MANIFEST).is_file():
-            if any(folder.glob("shard-*.parquet")):
-                out.append(entry)
+            if any(folder.glob("shard-*.parquet")):  # a generation that did not finish: its folder names the task
+                prefix = folder.name.rsplit("-", 1)[0]
+                out.append({**entry, "task": prefix if prefix in memory_tasks.TASKS else "?"})
             continue
         try:
             m = read_manifest(folder)
@@ -558,7 +559,8 @@ def list_datasets(root: str | Path) -> list[dict[str, Any]]:
             state = "damaged (a shard missing or cut short: generate or train writes it again)"
         if state == "ready" and task in memory_tasks.TASKS and m.get("task_code") != memory_tasks.source_digest(task):
             state = "stale"
-        lo, hi = m.get("seed_range", ["?", "?"])
+        lo, hi = m.get("seed_range", ["?", "?"])  # the end not included
+        seeds = f"{lo}-{hi - 1}" if isinstance(lo, int) and isinstance(hi, int) and hi > lo else f"{lo}-{hi}"
         out.append({**entry, "task": task, "kwargs": m.get("kwargs", {}), "episodes": m.get("episodes", 0),
-                    "seeds": f"{lo}-{hi}", "state": state})
+                    "seeds": seeds, "state": state})
     return out

@@ -241,24 +241,45 @@ def conv_macs(model) -> tuple[int, int]:
     return macs, sum(m.weight.numel() for m in convs)
 
 
+def step_flops(transformer_params: int, encoder_dense: int, encoder_macs: int, distinct: float) -> float:
+    """Training FLOPs (forward + backward) of one episode step: 6 x parameters x tokens for the layers that see
+    both of a step's tokens (observation and action), and for the observation encoder 6 x (its dense parameters
+    + its convolutions' multiply-adds) on the share ``distinct`` of steps whose view it encodes (each distinct
+    view of a batch once, `model.encode_unique`)."""
+    return 6 * transformer_params * 2 + 6 * (encoder_dense + encoder_macs) * distinct
+
+
+def distinct_share(views: list[Any]) -> float:
+    """The share of distinct observations among the views of some episodes ((T, ...) uint8 arrays), as one
+    batch of them holds: what the encoder computes of what it is asked."""
+    import numpy as np
+
+    rows = np.concatenate([v.reshape(len(v), -1) for v in views])
+    return len(np.unique(rows, axis=0)) / max(len(rows), 1)
+
+
 def cost(ts: list[Trial]) -> dict[str, float]:
-    """Rough training compute from expert lengths, real steps only (no padding): 6 x parameters x tokens
-    (forward + backward), plus the encoder's convolutions at every position of every observation."""
+    """Rough training compute from expert lengths, real steps only (no padding): `step_flops` with the
+    episode length and distinct-view share of 10 expert episodes (seeds 0-9) of each task."""
     import memory_tasks
     from attention_tuner.training import build_model, n_actions_of
 
-    lengths: dict[str, float] = {}
+    episodes: dict[str, tuple[float, float]] = {}
     flops = 0.0
     for t in (t for t in ts if t.config.algorithm == "transformer"):  # the RL baseline's budget is env steps
         c = t.config
         key = json.dumps([c.task.name, c.task.kwargs], sort_keys=True)
-        if key not in lengths:
+        if key not in episodes:
             env = memory_tasks.make(c.task.name, **c.task.kwargs)
-            lengths[key] = sum(memory_tasks.rollout(env, s).length for s in range(10)) / 10
+            eps = [memory_tasks.rollout(env, s) for s in range(10)]
+            episodes[key] = (sum(e.length for e in eps) / 10, distinct_share([e.symbolic for e in eps]))
+        length, distinct = episodes[key]
         model = build_model(c, n_actions_of(c.task.name, c.task.kwargs))
         macs, conv_params = conv_macs(model)
-        steps = lengths[key] * c.data.episodes * (1 - c.data.val_fraction) * c.optim.epochs
-        flops += 6 * (model.num_parameters() - conv_params) * 2 * steps + 6 * macs * steps
+        encoder_params = sum(p.numel() for p in model.obs_enc.parameters())
+        steps = length * c.data.episodes * (1 - c.data.val_fraction) * c.optim.epochs
+        flops += steps * step_flops(model.num_parameters() - encoder_params, encoder_params - conv_params, macs,
+                                    distinct)
     return {"pflop": flops / 1e15, "cpu_hours": flops / CPU_FLOPS / 3600, "gpu_hours": flops / GPU_FLOPS / 3600}
 
 
@@ -277,11 +298,11 @@ def dry_run(spec: SweepSpec, ts: list[Trial]) -> str:
     for task, kwargs, n, seed in datasets_needed(ts):
         lines.append(f"  {task} {kwargs} episodes={n} seeds from {seed}")
     est = cost(ts)
-    lines.append(f"cost estimate: {est['pflop']:.3g} PFLOP of training (6 x params x tokens and the encoder's "
-                 f"convolutions, real steps only); about {duration(est['cpu_hours'] * 3600)} on a 2-core CPU at "
-                 f"{CPU_FLOPS / 1e9:.0f} GFLOP/s (measured; less where views repeat: each distinct one is encoded "
-                 f"once), {duration(est['gpu_hours'] * 3600)} of one GPU at {GPU_FLOPS / 1e12:.0f} TFLOP/s (assumed: "
-                 "an A10G of cluster.yaml, bf16), in all trials together; datasets and evaluation not included")
+    lines.append(f"cost estimate: {est['pflop']:.3g} PFLOP of training (6 x params x tokens, the observation "
+                 "encoder on distinct views only as in 10 expert episodes, real steps only); about "
+                 f"{duration(est['cpu_hours'] * 3600)} on a 2-core CPU at {CPU_FLOPS / 1e9:.0f} GFLOP/s (measured), "
+                 f"{duration(est['gpu_hours'] * 3600)} of one GPU at {GPU_FLOPS / 1e12:.0f} TFLOP/s (assumed: an A10G "
+                 "of cluster.yaml, bf16), in all trials together; datasets and evaluation not included")
     rl_trials = [t.config for t in ts if t.config.algorithm == "ppo_lstm"]
     if rl_trials:
         lines.append(f"RL baseline (ppo_lstm): {len(rl_trials)} trials, {sum(c.rl.env_steps for c in rl_trials):,} "
