@@ -60,10 +60,11 @@ _settled = False
 
 
 def settle_cpu_math() -> None:
-    """One small matrix product on the CPU, once per process, before any real one: with two or more threads the
-    first float32 product of a process is summed in another order than every later one in about one process in
-    twelve (MKL's start-up; the same encoder call gave one result in 23 processes and another in 1), so a run
-    would not repeat exactly. After this product they all agree (40 processes of 40). Uses no random numbers."""
+    """One small matrix product on the CPU, once per process, before any real one. With two threads the first
+    float32 product of a process was now and then summed in another order than every later one (a start-up
+    effect of the CPU's matrix library, not pinned down further): the same encoder call on the same input, first
+    in a fresh process, gave another result in 1 and in 2 of 24 processes, so a run would not always repeat
+    exactly. With this product first, 40 processes of 40 agreed. Uses no random numbers."""
     global _settled
     if not _settled:
         torch.ones(256, 256) @ torch.ones(256, 256)

@@ -454,15 +454,8 @@ STARTED = "trials.json"
 
 
 def started_trials(ts: list[Trial]) -> dict[str, Any]:
-    """{trial key: its configuration}, as JSON holds it."""
-    return json.loads(json.dumps({t.key: to_dict(t.config) for t in ts}, sort_keys=True))
-
-
-def flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested configuration as {dotted key: value}."""
-    if not isinstance(d, dict):
-        return {prefix: d}
-    return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}{key}.").items()} or {prefix: d}
+    """{trial key: its configuration as dotted keys}, as JSON holds it."""
+    return json.loads(json.dumps({t.key: flatten(t.config) for t in ts}, sort_keys=True))
 
 
 def check_same_trials(path: Path, ts: list[Trial], name: str) -> None:
@@ -481,9 +474,9 @@ def check_same_trials(path: Path, ts: list[Trial], name: str) -> None:
             f"trials {', '.join(gone[:2])}{' ...' if len(gone) > 2 else ''} are gone"
     else:
         key = next(k for k in sorted(now) if now[k] != before[k])
-        a, b = flat(before[key]), flat(now[key])
+        a, b = before[key], now[key]
         field = next(f for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f))
-        what = f"trial {key}'s {field.rstrip('.')} was {a.get(field)!r} and is now {b.get(field)!r}"
+        what = f"trial {key}'s {field} was {a.get(field)!r} and is now {b.get(field)!r}"
     raise ValueError(f"--resume continues sweep {name} with the trials it started with, but {what}: resume with the "
                      "same sweep file, --set and --kw, or run it without --resume (a new run of the sweep)")
 
