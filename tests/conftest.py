@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -13,6 +14,19 @@ def settled_cpu_math():
     from attention_tuner.model import settle_cpu_math
 
     settle_cpu_math()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` for the block, then back to what they were."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import recorded_checkpoints
+from conftest import recorded_checkpoints, torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,12 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they spin (10x slower)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def disk_full() -> OSError:

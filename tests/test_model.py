@@ -7,6 +7,7 @@ import torch
 
 import attention_tuner.model as model_module
 from attention_tuner.model import DEDUP_MIN, OBS_SHAPES, AttentionTuner, encode_unique, unique_rows
+from conftest import torch_threads
 
 A = 7  # MiniGrid's action count
 
@@ -303,13 +304,9 @@ def test_encode_unique_gradients_repeat_exactly_on_several_threads():
         out = encode_unique(lambda x: x.flatten(1).float() @ w, obs)
         return torch.autograd.grad(out, w, g)[0]
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         first = grad()
         assert all(torch.equal(grad(), first) for _ in range(10))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_encode_unique_encodes_each_distinct_observation_once_even_when_most_are_distinct():

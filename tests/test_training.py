@@ -11,6 +11,7 @@ from attention_tuner import checkpoint, datasets, demos, training
 from attention_tuner.config import TrialConfig, apply_overrides, build
 from attention_tuner.evaluation import EncodingMemo, TransformerPolicy, closed_loop, evaluate
 from attention_tuner.observations import ObservationEncoder
+from conftest import torch_threads
 
 TINY = {
     "task.name": "Ordering", "task.kwargs.length": 2, "data.episodes": 24, "model.d_model": 32,
@@ -52,14 +53,10 @@ def test_a_run_on_two_threads_repeats_exactly(tmp_path):
     """Seeded end to end on more than one thread too: the same trial twice gives the same weights, bit for bit
     (the observations repeat a lot in Ordering's batches, whose gradients the encoder's deduplication sums)."""
     data = datasets.load(demos.generate("Ordering", {"length": 10}, 48, 0, root=tmp_path, actors=0, progress=False))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        cfg = config(**{"task.kwargs": {"length": 10}, "data.episodes": 48, "optim.batch_size": 40,
-                        "optim.epochs": 2, "eval.episodes": 0})
+    cfg = config(**{"task.kwargs": {"length": 10}, "data.episodes": 48, "optim.batch_size": 40,
+                    "optim.epochs": 2, "eval.episodes": 0})
+    with torch_threads(2):
         runs = [training.train(cfg, data, tmp_path / name) for name in ("a", "b")]
-    finally:
-        torch.set_num_threads(threads)
     a, b = (checkpoint.load(tmp_path / name / "checkpoint")["model"] for name in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert runs[0]["train/action_loss"] == runs[1]["train/action_loss"]

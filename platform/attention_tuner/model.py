@@ -11,6 +11,7 @@ FF = Linear-ReLU-Linear, no attention dropout), and the action a_t read at the o
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -56,19 +57,14 @@ def encode_unique(encoder: Callable[[torch.Tensor], torch.Tensor], obs: torch.Te
     return encoder(uniq.view(-1, *obs.shape[1:])).index_select(0, inverse)
 
 
-_settled = False
-
-
+@functools.cache
 def settle_cpu_math() -> None:
     """One small matrix product on the CPU, once per process, before any real one. With two threads the first
     float32 product of a process was now and then summed in another order than every later one (a start-up
     effect of the CPU's matrix library, not pinned down further): the same encoder call on the same input, first
     in a fresh process, gave another result in 1 and in 2 of 24 processes, so a run would not always repeat
     exactly. With this product first, 40 processes of 40 agreed. Uses no random numbers."""
-    global _settled
-    if not _settled:
-        torch.ones(256, 256) @ torch.ones(256, 256)
-        _settled = True
+    torch.ones(256, 256) @ torch.ones(256, 256)
 
 
 def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

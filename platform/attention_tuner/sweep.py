@@ -469,9 +469,9 @@ def check_same_trials(path: Path, ts: list[Trial], name: str) -> None:
     if before == now:
         return
     if set(before) != set(now):
-        gone, new = sorted(set(before) - set(now)), sorted(set(now) - set(before))
-        what = f"trials {', '.join(new[:2])}{' ...' if len(new) > 2 else ''} are new" if new else \
-            f"trials {', '.join(gone[:2])}{' ...' if len(gone) > 2 else ''} are gone"
+        new, gone = sorted(set(now) - set(before)), sorted(set(before) - set(now))
+        keys, verb = (new, "new") if new else (gone, "gone")
+        what = f"trials {', '.join(keys[:2])}{' ...' if len(keys) > 2 else ''} are {verb}"
     else:
         key = next(k for k in sorted(now) if now[k] != before[k])
         a, b = before[key], now[key]
