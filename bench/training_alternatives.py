@@ -42,7 +42,7 @@ from attention_tuner import datasets
 from attention_tuner.allocator import keep_freed_memory
 from attention_tuner.model import AttentionTuner
 from attention_tuner.training import Stepper
-from training_speed import SIZES, forward_flops, hallway_setup, matmul_peak
+from training_speed import SIZES, hallway_setup, matmul_peak, training_flops
 
 VARIANTS = ("now", "dedup-0.8", "relu-inplace", "int-dropout", "compiled", "no-encoder")
 
@@ -128,7 +128,7 @@ def run_size(args, size: str) -> None:
     epoch = datasets.batches(data, np.arange(len(data)), data.pairs, batch, np.random.default_rng(0))
     bs = [b for _, b in zip(range(args.batches), epoch, strict=False)]
     samples = sum(int(b.mask.sum()) for b in bs)
-    flops = 3 * sum(forward_flops(int(n), model) for b in bs for n in b.mask.sum(1))
+    flops = sum(training_flops(int(n), model) for b in bs for n in b.mask.sum(1))
     names = args.variants.split(",")
     torch._dynamo.config.recompile_limit = max(8, len(bs))  # every batch shape of the pass compiled once
     switches = {name: variant(name, step, model) for name in names}

@@ -21,7 +21,8 @@ tokens only and causal attention (query i against its i + 1 keys); "as the refer
 naive computes: every padded step, full L x L attention matrices and the output layer on every token.
 The encoder is counted on
 every real step, observations repeated within a batch included (each size's title gives their share of the count;
-ours encodes them once). Training is 3x the forward count. Both implementations run in one process with the same allocator settings
+ours encodes them once). Training is 3x the forward count, less the input gradients that are not computed: those
+of the first convolution and of the action encoder, whose inputs are one-hot codes (`training_flops`). Both implementations run in one process with the same allocator settings
 (--malloc). The peak is the median rate of an NxN torch.matmul (--matmul) in the
 training precision on the same --threads. Timings are medians of --repeats timed passes after one warm-up pass,
 ours and the naives interleaved; run on an otherwise idle machine.
@@ -85,10 +86,19 @@ def peak_dtype(args) -> torch.dtype:
     return torch.bfloat16 if args.precision == "bf16" else torch.float32
 
 
+FIRST_CONV_FLOPS = 2 * 49 * 40 * 20 * 9  # the symbolic encoder's first convolution (20 -> 40 channels), forward
+
+
 def observation_flops(model: AttentionTuner) -> float:
     """Matmul FLOPs of encoding one symbolic observation, forward: two 3x3 convolutions over the 7x7 view and
     the linear layer from their 3920 outputs to d_model."""
-    return 2 * (49 * 40 * 20 * 9 + 49 * 80 * 40 * 9 + 3920 * model.hparams["d_model"])
+    return FIRST_CONV_FLOPS + 2 * (49 * 80 * 40 * 9 + 3920 * model.hparams["d_model"])
+
+
+def observation_training_flops(model: AttentionTuner) -> float:
+    """Matmul FLOPs of training on one observation's encoding: 3x the forward, less the first convolution's
+    gradient of its input (a one-hot code: nobody needs it and autograd does not compute it)."""
+    return 3 * observation_flops(model) - FIRST_CONV_FLOPS
 
 
 def forward_flops(T: int, model: AttentionTuner, causal: bool = True, head_all: bool = False) -> float:
@@ -102,6 +112,16 @@ def forward_flops(T: int, model: AttentionTuner, causal: bool = True, head_all: 
     attention = n_layers * 2 * 2 * keys * d  # scores q.k and weights @ v, over all heads (nh * hs = d)
     head = (L if head_all else T) * 2 * d * A
     return encoders + dense + attention + head
+
+
+def training_flops(T: int, model: AttentionTuner, causal: bool = True, head_all: bool = False) -> float:
+    """Matmul FLOPs of one training step (forward + backward) over an episode of T steps: 3x `forward_flops`
+    (the backward computes the gradients of each product's input and of its weight), less the input gradients
+    of the two layers whose inputs are one-hot codes, which autograd does not compute: the first convolution
+    of each observation and the action encoder (counted until 2026-12-04 night: 4.1% of the count at the CPU
+    size, 0.4% at the paper's)."""
+    A, d = model.hparams["n_actions"], model.hparams["d_model"]
+    return 3 * forward_flops(T, model, causal, head_all) - T * (FIRST_CONV_FLOPS + 2 * A * d)
 
 
 class SavedBytes:
@@ -237,12 +257,12 @@ def train_bench(args, size: str, data: datasets.Demonstrations, n_actions: int) 
         profile = ("\nours, one pass under torch.profiler, operators by self CPU time:\n\n```\n"
                    + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15) + "\n```\n")
     real = float(sum(b.mask.sum() for b in batches))
-    useful = 3 * sum(forward_flops(int(n), ours) for b in batches for n in b.mask.sum(1))
-    counted = 3 * sum(len(b.index) * forward_flops(T_max, ours, causal=False, head_all=True) for b in batches)
+    useful = sum(training_flops(int(n), ours) for b in batches for n in b.mask.sum(1))
+    counted = sum(len(b.index) * training_flops(T_max, ours, causal=False, head_all=True) for b in batches)
     # the encoder is counted on every real step; ours encodes each distinct observation of a batch once, so the
     # repeats among a batch's real steps are counted and not computed (forward and backward)
     distinct = sum(len(np.unique(b.obs[b.mask].reshape(int(b.mask.sum()), -1), axis=0)) for b in batches)
-    repeats_share = 3 * (real - distinct) * observation_flops(ours) / useful
+    repeats_share = (real - distinct) * observation_training_flops(ours) / useful
     med = {name: statistics.median(t) for name, t in runs.items()}
     n_params = ours.num_parameters()
     header = ["implementation", "padded to", "samples/s", "speed-up", "vs naive + dedup", "useful GFLOP/s",

@@ -40,7 +40,7 @@ def child(size: str, variant: str, batches: int, threads: int, episodes: int, da
     import attention_tuner.model
     from attention_tuner import datasets
     from attention_tuner.allocator import keep_freed_memory
-    from training_speed import forward_flops, hallway_setup, matmul_peak
+    from training_speed import hallway_setup, matmul_peak, training_flops
 
     mode, packing = variant.split("-")
     kept = keep_freed_memory() if mode == "keep" else False
@@ -63,7 +63,7 @@ def child(size: str, variant: str, batches: int, threads: int, episodes: int, da
         rss.append(rss_mb())
         if len(times) > 1:  # after the warm-up batch
             samples += int(b.mask.sum())
-            flops += 3 * sum(forward_flops(int(n), model) for n in b.mask.sum(1))
+            flops += sum(training_flops(int(n), model) for n in b.mask.sum(1))
     t_end = os.times()
     if len(times) < 2:
         raise SystemExit(f"{len(data)} episodes make {len(times)} batch of {batch}: a warm-up and at least one "

@@ -80,3 +80,27 @@ def test_benchmarks_of_a_finished_sweep_run_on_the_tiny_sweep(tiny_sweep):
     out = run_bench("encoding_memo.py", [str(ckpt), "--episodes", "2", "--num-envs", "2", "--single-episodes", "1",
                                          "--repeats", "1", "--threads", "1"])
     assert "| Ordering |" in out, out
+
+
+def test_the_benches_flop_count_is_what_torch_counts_for_a_training_step(monkeypatch):
+    """bench/training_speed.py's analytic count of training FLOPs equals torch's own count (FlopCounterMode) of
+    the naive reference's forward + backward on one unpadded episode of distinct observations: the first
+    convolution's input gradient (a one-hot input) is not computed, so not counted."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from attention_tuner.training import build_model
+    from naive_reference import NaiveAttentionTuner
+    from training_speed import bench_config, training_flops
+
+    torch.manual_seed(0)
+    model = build_model(bench_config("cpu"), 4)
+    naive = NaiveAttentionTuner.like(model)  # every product explicit, every observation through the encoder
+    T = 6
+    codes = [torch.randint(0, n, (1, T, 7, 7)) for n in (11, 6, 3)]  # object, colour, state: distinct views
+    obs, actions = torch.stack(codes, -1).to(torch.uint8), torch.randint(0, 4, (1, T))
+    with FlopCounterMode(display=False) as counter:
+        logits, _ = naive(obs, actions)
+        logits.sum().backward()
+    assert counter.get_total_flops() == training_flops(T, model, causal=False, head_all=True)
