@@ -4,6 +4,7 @@ useful FLOP/s closer to the matmul peak, and what each gave.
     .venv/bin/python bench/training_alternatives.py                              # CPU size, 16 batches, 3 rounds
     .venv/bin/python bench/training_alternatives.py --sizes paper --batches 8
     .venv/bin/python bench/training_alternatives.py --variants now,compiled --batches 4 --rounds 2
+    .venv/bin/python bench/training_alternatives.py --variants now,compiled-layers --batches 12 --rounds 3
 
 One process trains our model (forward + backward + Adam, memory loss on head (0, 0)) on the first --batches
 batches of a shuffled, length-bucketed epoch of Hallway-30, as `training.train` cuts them, under each variant in
@@ -20,6 +21,9 @@ speed against the first variant. Variants (each undone before the next runs):
   same distribution, another random stream;
 - compiled: ``torch.compile(model)`` (inductor, static shapes: each batch shape is compiled in the warm-up
   pass), the observation deduplication left to eager mode;
+- compiled-layers: each Transformer layer's ``forward`` compiled (inductor, dynamic shapes: one compilation for
+  every batch length), the encoder eager: the layers' element-wise work (dropout, residual additions, LayerNorm,
+  ReLU) is what inductor could fuse;
 - no-encoder: not an alternative but a measurement: the observation encoder replaced by a stand-in that does
   almost nothing (one parameter, tanh of a scaled code), to time the rest of the step; its FLOP/s columns count
   the encoder's FLOPs it did not do, so read its time only.
@@ -44,7 +48,7 @@ from attention_tuner.model import AttentionTuner
 from attention_tuner.training import Stepper
 from training_speed import SIZES, hallway_setup, matmul_peak, training_flops
 
-VARIANTS = ("now", "dedup-0.8", "relu-inplace", "int-dropout", "compiled", "no-encoder")
+VARIANTS = ("now", "dedup-0.8", "relu-inplace", "int-dropout", "compiled", "compiled-layers", "no-encoder")
 
 
 def encode_unique_080(encoder: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -116,6 +120,19 @@ def variant(name: str, step: Stepper, model: AttentionTuner) -> tuple[Callable[[
             step.model = model  # type: ignore[assignment]
 
         return apply, undo
+    if name == "compiled-layers":  # each Transformer layer's forward compiled once for every length
+        blocks = list(model.blocks)
+        forwards = [torch.compile(b.forward, dynamic=True) for b in blocks]
+
+        def apply_layers() -> None:
+            for b, f in zip(blocks, forwards, strict=True):
+                b.forward = f  # type: ignore[method-assign]
+
+        def undo_layers() -> None:
+            for b in blocks:
+                del b.forward
+
+        return apply_layers, undo_layers
     if name == "no-encoder":
         encoder, stand_in = model.obs_enc, StandIn(model.d_model)
         return (lambda: setattr(model, "obs_enc", stand_in)), (lambda: setattr(model, "obs_enc", encoder))
