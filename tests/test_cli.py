@@ -155,6 +155,25 @@ def test_config_prints_every_key_with_its_meaning_as_yaml_that_train_reads_back(
     assert load_yaml(tmp_path / "d.yaml") == cli.trial_config(cli.build_parser().parse_args(["train", *counting]))
 
 
+def test_a_config_file_that_names_no_task_takes_the_task_given_beside_it(tmp_path):
+    """A YAML of a few keys and no task: TASK (or --set task.name) names it; without either it is refused
+    (tests/test_bad_input.py) instead of training the default task."""
+    (tmp_path / "lr.yaml").write_text("optim:\n  lr: 0.002\n")
+    for args in (["Ordering"], ["--set", "task.name=Ordering"]):
+        cfg = cli.trial_config(cli.build_parser().parse_args(["train", *args, "--config", str(tmp_path / "lr.yaml")]))
+        assert (cfg.task.name, cfg.optim.lr) == ("Ordering", 0.002)
+
+
+def test_trains_last_line_says_where_the_evaluation_played_other_task_parameters():
+    from attention_tuner.config import TrialConfig, apply_overrides, build
+
+    def at(**kw):
+        return cli.evaluated_at(apply_overrides(build(TrialConfig, {}), {"task.name": "Hallway", **kw}))
+
+    assert at(**{"task.kwargs.length": 5, "eval.kwargs.length": 7}) == ", at length=7"
+    assert at(**{"eval.kwargs.length": 30}) == at() == ""  # Hallway's default length: where it trained
+
+
 def test_a_broken_pipe_other_than_stdout_is_a_one_line_error(capsys):
     from attention_tuner.console import run_command
 

@@ -98,7 +98,7 @@ def test_a_task_parameter_left_at_its_default_is_the_same_arm_as_one_set_to_it()
 def test_a_re_run_that_names_a_task_parameter_at_its_default_is_the_same_trial():
     """Hallway without `length` and Hallway with length=30 (its default) are one arm, so they must be one trial
     too: else the re-run would count as a second seed 0 of that arm."""
-    from attention_tuner.report import trial_identity
+    from attention_tuner.outcomes import trial_identity
 
     assert trial_identity(params()) == trial_identity(params(**{"task.kwargs.length": 30}))
     assert trial_identity(params()) != trial_identity(params(**{"task.kwargs.length": 10}))
@@ -108,7 +108,8 @@ def test_vanilla_runs_at_other_noise_levels_are_other_trials():
     """A grid of method x annotation noise x seed: each vanilla run sits in its noise level's cell, so it is a
     trial of its own (were they one trial, the latest, a noisy one, would replace the clean run and the main
     comparison would lose its vanilla seeds)."""
-    from attention_tuner.report import latest_runs, trial_identity
+    from attention_tuner.outcomes import trial_identity
+    from attention_tuner.report import latest_runs
 
     grid = [params(seed=s, **{"memory.weight": w, "data.noise.drop": d})
             for w in (0.0, 10.0) for d in (0.0, 0.5) for s in (0, 1)]

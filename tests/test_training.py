@@ -171,6 +171,18 @@ def test_the_vanilla_transformers_heads_are_measured_too(tmp_path, fraction):
     assert "expert_attention_mass" not in training.Stepper(vanilla, model.train(), torch.device("cpu"))(batch)
 
 
+def test_no_head_is_supervised_without_an_annotated_demonstration():
+    """At annotation fraction 0 the memory loss trains nothing, as at weight 0: the vanilla Transformer, every head
+    fused, none marked "(supervised)" in its attention picture (`trial.write_pictures`)."""
+    from attention_tuner.config import memory_heads, supervised_heads
+
+    for vanilla in (config(**{"data.annotation_fraction": 0.0}), config(**{"memory.weight": 0.0})):
+        assert vanilla.method == "vanilla" and supervised_heads(vanilla) == ()
+        assert not training.build_model(vanilla, 7).supervised
+    tuned = config(**{"data.annotation_fraction": 0.01})
+    assert supervised_heads(tuned) == memory_heads(tuned) == ((0, 0),)
+
+
 def test_fraction_zero_gives_the_vanilla_gradients(demo):
     def grads(cfg):
         torch.manual_seed(cfg.seed)

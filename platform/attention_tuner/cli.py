@@ -146,17 +146,23 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def trial_config(args: argparse.Namespace):
-    from attention_tuner.config import TrialConfig, apply_overrides, build, load_yaml
+    from attention_tuner.config import TrialConfig, apply_overrides, build, read_yaml
 
-    cfg = load_yaml(args.config) if args.config is not None else build(TrialConfig, {})
+    if args.task is None and args.config is None:
+        raise ValueError(f"give the TASK ({task_list()}) or --config FILE")
+    sets = parse_assignments(args.set or [])
+    values = read_yaml(args.config) if args.config is not None else {}
+    named = values.get("task", {}).get("name") if isinstance(values.get("task"), dict) else None
+    if args.config is not None and named is None and args.task is None and "task.name" not in sets:
+        raise ConfigError(f"{args.config} names no task (task: {{name: ...}}): give the TASK, or set task.name in the "
+                          "file")
+    cfg = build(TrialConfig, values)
     overrides: dict[str, Any] = {}
     for preset in args.preset or []:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         overrides.update(PRESETS[preset])
-    if args.task is None and args.config is None:
-        raise ValueError(f"give the TASK ({task_list()}) or --config FILE")
-    if args.task is not None and args.config is not None:
+    if args.task is not None and named is not None:
         import memory_tasks
 
         given = args.task
@@ -169,8 +175,17 @@ def trial_config(args: argparse.Namespace):
         overrides["task.name"] = args.task
     for key, value in kw_assignments(args.kw).items():  # into --config's task parameters; read as --set values
         overrides[f"task.kwargs.{key}"] = value
-    overrides.update(parse_assignments(args.set or []))
+    overrides.update(sets)
     return apply_overrides(cfg, overrides)
+
+
+def evaluated_at(cfg) -> str:
+    """", at length=60" when the closed-loop evaluation plays other task parameters (eval.kwargs) than training."""
+    import memory_tasks
+
+    trained = {**memory_tasks.parameters(cfg.task.name), **cfg.task.kwargs}
+    other = {k: v for k, v in cfg.eval_task_kwargs.items() if trained.get(k, object()) != v}
+    return ", at " + ", ".join(f"{k}={v}" for k, v in other.items()) if other else ""
 
 
 def trial_summary(cfg, device: str) -> str:
@@ -249,7 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     final = {k: v for k, v in result["metrics"].items() if k in ("eval/success_rate", "val/accuracy")}
     if final and result["done_before"] is None:
         print("done: " + ", ".join(f"{k}={v:.3f}" for k, v in final.items())
-              + (f" (on {cfg.eval.episodes} held-out seeds)" if "eval/success_rate" in final else ""))
+              + (f" (on {cfg.eval.episodes} held-out seeds{evaluated_at(cfg)})" if "eval/success_rate" in final else ""))
     if result["done_before"] is not None:
         unit, budget = (("iterations", f"{cfg.rl.env_steps} environment steps") if cfg.algorithm == "ppo_lstm"
                         else ("epochs", f"{cfg.optim.epochs} epochs"
@@ -320,6 +335,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         check_output_folder(Path(args.markdown).parent, "--markdown")
     uri = tracking.resolve_uri(args.tracking_uri, must_exist=True)  # a report never creates an empty store
     if args.notes:
+        if os.path.isdir(args.notes):
+            raise ValueError(f"--notes {args.notes}: is a folder, not a text file")
         if not os.path.isfile(args.notes):
             raise ValueError(f"--notes: no such file: {args.notes}")
         try:

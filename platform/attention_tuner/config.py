@@ -431,7 +431,8 @@ def parse_assignments(items: list[str], what: str = "--set") -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> TrialConfig:
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML trial configuration file (not yet checked against the configuration's fields)."""
     if not str(path).strip():
         raise ConfigError("config file: empty path")
     p = Path(path)
@@ -447,15 +448,21 @@ def load_yaml(path: str | Path) -> TrialConfig:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
-    return build(TrialConfig, values)
+    return values
+
+
+def load_yaml(path: str | Path) -> TrialConfig:
+    """The trial configuration of a YAML file: its keys over the defaults."""
+    return build(TrialConfig, read_yaml(path))
 
 
 # ------------------------------------------------------------------------------------------- validation
 
 
 def supervised_heads(cfg: TrialConfig) -> tuple[tuple[int, int], ...]:
-    """The (layer, head) pairs the memory loss trains; empty for the vanilla Transformer."""
-    return () if cfg.memory.weight == 0 else memory_heads(cfg)
+    """The (layer, head) pairs the memory loss trains; empty for the vanilla Transformer (memory.weight 0, or no
+    demonstration annotated: data.annotation_fraction 0), whose heads all run fused."""
+    return memory_heads(cfg) if cfg.method == "attention_tuner" else ()
 
 
 def memory_heads(cfg: TrialConfig) -> tuple[tuple[int, int], ...]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +105,17 @@ def identity_params(params: dict[str, str]) -> dict[str, str]:
     own = OWN_COLUMNS if method == "attention_tuner" else set(NOISE_KEYS) if method == "vanilla" else set()
     return {"method": method, **{k: v for k, v in params.items()
                                  if k == "seed" or _setting_kind(k, method) is not None or k in own}}
+
+
+def trial_identity(params: dict[str, str]) -> str:
+    """What makes two runs the same trial: a digest of the params that make it that trial (`identity_params`),
+    less those at today's default value, so that a field added to the configuration since (logged at its
+    default by the newer run, absent from the older) does not make a re-run of a trial another trial, and
+    neither does a re-run on another device or with another evaluation schedule. A task parameter left at
+    its default is that default (`setting_defaults`), as the arms take it."""
+    defaults = setting_defaults(params.get("task.name", "?"))
+    settings = sorted((k, v) for k, v in identity_params(params).items() if defaults.get(k) != v)
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
 def arm_settings(params: list[dict[str, str]]) -> list[tuple[str, str]]:

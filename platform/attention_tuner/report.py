@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import os
@@ -26,7 +25,6 @@ from attention_tuner.outcomes import (
     clean_rows,
     demonstration_rows,
     heads_rows,
-    identity_params,
     main_rows,
     mean_cell,
     mean_se,
@@ -34,7 +32,7 @@ from attention_tuner.outcomes import (
     noise_rows,
     rate,
     row_from_params,
-    setting_defaults,
+    trial_identity,
     with_arm_settings,
 )
 from memory_tasks.core import short_repr
@@ -235,17 +233,6 @@ def experiment_runs(uri: str, name: str | None) -> tuple[list, list]:
     runs = search_all(c, exp.experiment_id)
     return ([r for r in runs if tracking.PARENT_TAG not in r.data.tags],
             [r for r in runs if tracking.PARENT_TAG in r.data.tags])
-
-
-def trial_identity(params: dict[str, str]) -> str:
-    """What makes two runs the same trial: a digest of the params that make it that trial (`identity_params`),
-    less those at today's default value, so that a field added to the configuration since (logged at its
-    default by the newer run, absent from the older) does not make a re-run of a trial another trial, and
-    neither does a re-run on another device or with another evaluation schedule. A task parameter left at
-    its default is that default (`setting_defaults`), as the arms take it."""
-    defaults = setting_defaults(params.get("task.name", "?"))
-    settings = sorted((k, v) for k, v in identity_params(params).items() if defaults.get(k) != v)
-    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
 
 
 def trial_row(r) -> TrialRow:

@@ -39,12 +39,14 @@ from attention_tuner.config import (
 )
 from attention_tuner.console import OneLineParser, duration, run_command
 from attention_tuner.outcomes import (
+    NOT_AN_ARM,
     arm_label,
     main_arm,
     mean_cell,
     mean_se,
     rate,
     row_from_params,
+    trial_identity,
     with_arm_settings,
 )
 from attention_tuner.presets import (  # noqa: F401  (for sweep files)
@@ -166,13 +168,30 @@ def trials(spec: SweepSpec, extra: dict[str, Any] | None = None) -> list[Trial]:
                               "give it no GPU): ask for one, e.g. resources={'cpu': 1, 'gpu': 1}")
         key = f"{i:03d}-" + "-".join(f"{v}" for v in labels.values())
         out.append(Trial(key=_safe(key), labels=labels, config=cfg))
-    seen: dict[str, str] = {}
-    for t in out:  # the same trial twice would train twice and count as two seeds
-        same = seen.setdefault(json.dumps(to_dict(t.config), sort_keys=True), t.key)
-        if same != t.key:
-            raise ConfigError(f"sweep {spec.name}: trials {same} and {t.key} have the same configuration "
-                              f"(a repeated value on an axis, or an override that makes two arms alike)")
+    seen: dict[str, Trial] = {}
+    for t in out:  # the same trial twice would train twice and count once in a report (twice in the sweep's table)
+        same = seen.setdefault(trial_identity({k: str(v) for k, v in trial_params(t).items()}), t)
+        if same is not t:
+            raise ConfigError(same_trial(spec.name, same, t))
     return out
+
+
+def same_trial(name: str, a: Trial, b: Trial) -> str:
+    """Why trials a and b of sweep ``name`` are one trial as reports count them (`outcomes.trial_identity`): the
+    same configuration, or one that differs only in settings their method does not use (the vanilla
+    Transformer's memory loss and annotation fraction) or in how they run (`outcomes.NOT_AN_ARM`)."""
+    fa, fb = flatten(a.config), flatten(b.config)
+    differ = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+    if not differ:
+        return (f"sweep {name}: trials {a.key} and {b.key} have the same configuration (a repeated value on an "
+                "axis, or an override that makes two arms alike)")
+    method = a.config.method
+    how = [k for k in differ if k in NOT_AN_ARM]
+    why = " or ".join(([f"a {method} trial does not use"] if len(how) < len(differ) else [])
+                      + (["set how it runs, not what it learns"] if how else []))
+    return (f"sweep {name}: trials {a.key} and {b.key} are one {method} trial: they differ only in "
+            f"{', '.join(differ)}, which {why}; it would train twice and count once in a report (drop one: "
+            "an axis of named arms, {name: {overrides}}, lists each arm once)")
 
 
 def _safe(key: str) -> str:
@@ -408,7 +427,7 @@ def keep_reported_checkpoint(folder: Path, reported: Any) -> None:
 def trial_params(t: Trial) -> dict[str, Any]:
     """What a trial's MLflow run logs as params: every config field (task kwargs too) and its grid labels; the
     RL baseline's settings (rl.*) only for its trials, where they are used (else 15 unused columns in MLflow's
-    compare view). A report's trial identity does not change with it (`report.trial_identity`)."""
+    compare view). A report's trial identity does not change with it (`outcomes.trial_identity`)."""
     fields = {k: v for k, v in flatten(t.config).items() if t.config.algorithm == "ppo_lstm" or not k.startswith("rl.")}
     return {**fields, **{f"label.{k}": v for k, v in t.labels.items()}}
 
