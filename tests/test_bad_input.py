@@ -256,7 +256,8 @@ CASES = [
          "optim.epochs: expected int, got 'many'"),
     Case("train-config-binary", ["train", "Hallway", "--config", f"{W}/garbage.pt"], "not a text file"),
     Case("train-config-names-no-task", ["train", "--config", f"{W}/notask.yaml"],
-         "notask.yaml names no task (task: {name: ...}): give the TASK, or set task.name in the file"),
+         "notask.yaml names no task (task: {name: ...}): give the TASK (or --set task.name=...), or set task.name in the "
+         "file"),
     Case("train-config-empty", ["train", "--config", f"{W}/empty.yaml"], "empty.yaml names no task"),
     Case("train-negative-actors", ["train", "Hallway", "--actors", "-2"], "--actors must be >= 0"),
     Case("train-out-is-file", ["train", "Hallway", "--out", f"{W}/file.txt"], "exists and is not a folder"),

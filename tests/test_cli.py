@@ -158,10 +158,10 @@ def test_config_prints_every_key_with_its_meaning_as_yaml_that_train_reads_back(
 def test_a_config_file_that_names_no_task_takes_the_task_given_beside_it(tmp_path):
     """A YAML of a few keys and no task: TASK (or --set task.name) names it; without either it is refused
     (tests/test_bad_input.py) instead of training the default task."""
-    (tmp_path / "lr.yaml").write_text("optim:\n  lr: 0.002\n")
-    for args in (["Ordering"], ["--set", "task.name=Ordering"]):
+    (tmp_path / "lr.yaml").write_text("optim:\n  lr: 0.002\ntask:\n  kwargs: {commands: 3}\n")
+    for args in (["MortarMayhem"], ["--set", "task.name=MortarMayhem"]):  # its task parameters are that task's
         cfg = cli.trial_config(cli.build_parser().parse_args(["train", *args, "--config", str(tmp_path / "lr.yaml")]))
-        assert (cfg.task.name, cfg.optim.lr) == ("Ordering", 0.002)
+        assert (cfg.task.name, cfg.task.kwargs, cfg.optim.lr) == ("MortarMayhem", {"commands": 3}, 0.002)
 
 
 def test_trains_last_line_says_where_the_evaluation_played_other_task_parameters():

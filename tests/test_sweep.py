@@ -44,9 +44,16 @@ def test_a_task_parameter_named_at_its_default_needs_no_second_dataset():
     from attention_tuner.presets import SMOKE
 
     spec = sweep.SweepSpec(name="defaults", base={**SMOKE, "task.name": "Hallway", "data.episodes": 8},
-                           space={"task.kwargs": [{}, {"length": 30}, {"length": 10}]})
+                           space={"arm": {"none": {"task.kwargs": {}}, "named": {"task.kwargs": {"length": 30}, "seed": 1},
+                                          "ten": {"task.kwargs": {"length": 10}}}})
     needed = sweep.datasets_needed(sweep.trials(spec))
     assert [kwargs for _, kwargs, _, _ in needed] == [{}, {"length": 10}]
+    # the same seed too: one trial (a report would count it once), refused before anything starts
+    same = dataclasses.replace(spec, space={"task.kwargs": [{}, {"length": 30}]})
+    with pytest.raises(ConfigError, match="are one attention_tuner trial: they differ only in task.kwargs.length, "
+                                          "which name a task parameter at its default;"):
+        sweep.trials(same)
+    assert len(sweep.trials(same, allow_same=True)) == 2  # a resumed run goes on with the trials it started
 
 
 def test_resume_refuses_trials_other_than_those_it_started_with(tmp_path):

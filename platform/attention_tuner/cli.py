@@ -152,10 +152,14 @@ def trial_config(args: argparse.Namespace):
         raise ValueError(f"give the TASK ({task_list()}) or --config FILE")
     sets = parse_assignments(args.set or [])
     values = read_yaml(args.config) if args.config is not None else {}
-    named = values.get("task", {}).get("name") if isinstance(values.get("task"), dict) else None
-    if args.config is not None and named is None and args.task is None and "task.name" not in sets:
-        raise ConfigError(f"{args.config} names no task (task: {{name: ...}}): give the TASK, or set task.name in the "
-                          "file")
+    task = values.get("task")
+    named = task.get("name") if isinstance(task, dict) else None
+    if args.config is not None and named is None and (task is None or isinstance(task, dict)):
+        given = args.task if args.task is not None else sets.get("task.name")
+        if given is None:
+            raise ConfigError(f"{args.config} names no task (task: {{name: ...}}): give the TASK (or --set "
+                              "task.name=...), or set task.name in the file")
+        values = {**values, "task": {**(task or {}), "name": given}}  # its task parameters are that task's
     cfg = build(TrialConfig, values)
     overrides: dict[str, Any] = {}
     for preset in args.preset or []:

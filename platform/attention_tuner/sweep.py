@@ -46,6 +46,7 @@ from attention_tuner.outcomes import (
     mean_se,
     rate,
     row_from_params,
+    setting_defaults,
     trial_identity,
     with_arm_settings,
 )
@@ -138,8 +139,10 @@ def _short(v: Any) -> str:
     return json.dumps(v, separators=(",", ":")) if isinstance(v, dict | list) else str(v)
 
 
-def trials(spec: SweepSpec, extra: dict[str, Any] | None = None) -> list[Trial]:
-    """Every point of the grid as a validated TrialConfig; the first bad one raises ConfigError."""
+def trials(spec: SweepSpec, extra: dict[str, Any] | None = None, allow_same: bool = False) -> list[Trial]:
+    """Every point of the grid as a validated TrialConfig; the first bad one raises ConfigError, as do two trials
+    that are one (`same_trial`) unless ``allow_same`` (a resumed run: it goes on with the trials it started,
+    `check_same_trials`, which a run started before this check may hold)."""
     if not isinstance(spec.base, dict) or not isinstance(spec.space, dict):
         raise ConfigError(f"sweep {spec.name}: base and space must be mappings")
     _check_spec(spec)
@@ -168,6 +171,8 @@ def trials(spec: SweepSpec, extra: dict[str, Any] | None = None) -> list[Trial]:
                               "give it no GPU): ask for one, e.g. resources={'cpu': 1, 'gpu': 1}")
         key = f"{i:03d}-" + "-".join(f"{v}" for v in labels.values())
         out.append(Trial(key=_safe(key), labels=labels, config=cfg))
+    if allow_same:
+        return out
     seen: dict[str, Trial] = {}
     for t in out:  # the same trial twice would train twice and count once in a report (twice in the sweep's table)
         same = seen.setdefault(trial_identity({k: str(v) for k, v in trial_params(t).items()}), t)
@@ -179,16 +184,24 @@ def trials(spec: SweepSpec, extra: dict[str, Any] | None = None) -> list[Trial]:
 def same_trial(name: str, a: Trial, b: Trial) -> str:
     """Why trials a and b of sweep ``name`` are one trial as reports count them (`outcomes.trial_identity`): the
     same configuration, or one that differs only in settings their method does not use (the vanilla
-    Transformer's memory loss and annotation fraction) or in how they run (`outcomes.NOT_AN_ARM`)."""
+    Transformer's memory loss and annotation fraction), in task parameters named at their defaults, or in how
+    they run (`outcomes.NOT_AN_ARM`)."""
     fa, fb = flatten(a.config), flatten(b.config)
-    differ = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+    differ = sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k) and k != "task.kwargs")  # {} flat
     if not differ:
         return (f"sweep {name}: trials {a.key} and {b.key} have the same configuration (a repeated value on an "
                 "axis, or an override that makes two arms alike)")
+    defaults = setting_defaults(a.config.task.name)
+    groups: dict[str, list[str]] = {"default": [], "how": [], "unused": []}
+    for k in differ:
+        both = {str(f.get(k, defaults.get(k))) for f in (fa, fb)}  # a task parameter left out is at its default
+        at_default = k.startswith("task.kwargs.") and both == {defaults.get(k)}
+        groups["default" if at_default else "how" if k in NOT_AN_ARM else "unused"].append(k)
     method = a.config.method
-    how = [k for k in differ if k in NOT_AN_ARM]
-    why = " or ".join(([f"a {method} trial does not use"] if len(how) < len(differ) else [])
-                      + (["set how it runs, not what it learns"] if how else []))
+    article = "an" if method[0] in "aeiou" else "a"
+    why = " or ".join(text for kind, text in (
+        ("unused", f"{article} {method} trial does not use"), ("default", "name a task parameter at its default"),
+        ("how", "set how it runs, not what it learns")) if groups[kind])
     return (f"sweep {name}: trials {a.key} and {b.key} are one {method} trial: they differ only in "
             f"{', '.join(differ)}, which {why}; it would train twice and count once in a report (drop one: "
             "an axis of named arms, {name: {overrides}}, lists each arm once)")
@@ -509,7 +522,7 @@ def run(spec: SweepSpec, resume: bool = False, tracking_uri: str | None = None, 
     """
     # Everything a user can get wrong is checked before anything is created (Ray is started first only for the
     # one check that needs the cluster: which machines its trials may run on).
-    ts = trials(spec, extra)
+    ts = trials(spec, extra, allow_same=resume)
     if any(t.config.algorithm == "ppo_lstm" for t in ts):
         from attention_tuner.rl import require_rllib
 
@@ -755,7 +768,7 @@ def execute(spec: SweepSpec, args: argparse.Namespace) -> int:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     extra = parse_assignments(args.set or [])
-    ts = trials(spec, extra)
+    ts = trials(spec, extra, allow_same=args.resume)
     if args.dry_run:  # the same checks as a real run, but nothing created, started or connected to
         tracking.resolve_uri(args.tracking_uri)
         storage_root(args.storage)

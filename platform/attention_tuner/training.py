@@ -73,7 +73,8 @@ class Stepper:
         self.cfg, self.model, self.device = cfg, model, device
         self.encode = ObservationEncoder(cfg.task.name, cfg.task.obs_mode, device)
         self.amp = uses_bf16(cfg.optim.precision, device)  # bfloat16 autocast
-        # a model without supervised heads (memory.weight 0) is measured on memory.heads all the same (eval mode)
+        # a model without supervised heads (vanilla: memory.weight 0 or no annotated demonstration) is measured on
+        # memory.heads all the same (eval mode)
         self.probe = None if supervised_heads(cfg) else memory_heads(cfg)
 
     def __call__(self, batch: datasets.Batch) -> dict[str, torch.Tensor]:
