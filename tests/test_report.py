@@ -439,6 +439,11 @@ def test_a_cell_without_a_finished_seed_has_no_mean_in_the_csv(tmp_path):
     write_csv(groups, ("task",), tmp_path / "t.csv")
     (row,) = csv.DictReader((tmp_path / "t.csv").open())
     assert (row["mean"], row["se"], row["seeds"], row["not_counted"]) == ("", "", "0", "000 (failed)")
+    # two seeds, 0.885 and 0.82: their mean and standard error as a reader writes them, not 0.03250000000000003
+    groups = [{"task": "MortarMayhem", "n": 2, "mean": (0.885 + 0.82) / 2, "se": 0.065 / 2 + 3e-17, "missing": []}]
+    write_csv(groups, ("task",), tmp_path / "t.csv")
+    (row,) = csv.DictReader((tmp_path / "t.csv").open())
+    assert (row["mean"], row["se"], row["seeds"], row["not_counted"]) == ("0.8525", "0.0325", "2", "")
 
 
 def test_durations_read_as_a_person_says_them():

@@ -236,7 +236,7 @@ def test_all_plots_copies_one_attention_picture_per_task_and_method(tmp_path):
                                                               "attention_Ordering_vanilla.png"]
     assert set(attention) == {
         "Ordering, vanilla: seed 2, the median of 3 finished seeds (success 0.200): expert vs learned attention",
-        "Ordering, attention tuner: seed 1, the median of 2 finished seeds (success 0.800): expert vs learned "
+        "Ordering, attention tuner: seed 1, the lower of its 2 finished seeds (success 0.800): expert vs learned "
         "attention"}
     source = tmp_path / "pic2" / "attention.png"  # vanilla seed 2 (run 002)
     assert (out / "attention_Ordering_vanilla.png").read_bytes() == source.read_bytes()

@@ -319,8 +319,8 @@ def write_csv(groups: list[dict[str, Any]], keys: tuple[str, ...], path: Path) -
     w = csv.writer(buf)
     w.writerow([*keys, "mean", "se", "seeds", "not_counted"])
     for g in groups:
-        se = g["se"] if g["n"] >= 2 else ""  # no standard error from fewer than two seeds
-        mean = g["mean"] if g["n"] else ""  # no finished seed: no mean
+        se = round(g["se"], 12) if g["n"] >= 2 else ""  # no standard error from fewer than two seeds
+        mean = round(g["mean"], 12) if g["n"] else ""  # no finished seed: no mean (rounded: no 0.0325000000003)
         w.writerow([*(g[k] for k in keys), mean, se, g["n"], ";".join(g["missing"])])
     atomic_write_bytes(path, buf.getvalue().encode())
 

@@ -343,7 +343,8 @@ def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, P
     for task, method, r, n in attention_picks(transformer):
         dest = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"attention_{task}_{method}").strip("_") + ".png")
         if copy_atomically(uri, r.run_id, "attention.png", dest):
-            which = "its only finished seed" if n == 1 else f"the median of {n} finished seeds"
+            which = ("its only finished seed" if n == 1 else "the lower of its 2 finished seeds" if n == 2
+                     else f"the {'lower ' if n % 2 == 0 else ''}median of {n} finished seeds")  # `median_trial`
             out.append((f"{task_label(task)}, {method_label(method)}: seed {r.seed}, {which} (success "
                         f"{r.success:.3f}): expert vs learned attention", dest))
     return out
