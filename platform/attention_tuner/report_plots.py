@@ -295,6 +295,13 @@ def median_trial(rows: list[TrialRow]) -> TrialRow | None:
     return finished[(len(finished) - 1) // 2] if finished else None
 
 
+def median_words(n: int) -> str:
+    """Which of n finished seeds `median_trial` picked, in words."""
+    if n <= 2:
+        return "its only finished seed" if n == 1 else "the lower of its 2 finished seeds"
+    return f"the {'lower ' if n % 2 == 0 else ''}median of {n} finished seeds"
+
+
 def attention_picks(rows: list[TrialRow]) -> list[tuple[str, str, TrialRow, int]]:
     """(task, method, its median trial, the number of finished trials it is the median of) for each task and
     method with a finished trial: the attention pictures compare methods on typical seeds, not extremes."""
@@ -343,8 +350,6 @@ def all_plots(uri: str, rows: list[TrialRow], folder: Path) -> list[tuple[str, P
     for task, method, r, n in attention_picks(transformer):
         dest = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", f"attention_{task}_{method}").strip("_") + ".png")
         if copy_atomically(uri, r.run_id, "attention.png", dest):
-            which = ("its only finished seed" if n == 1 else "the lower of its 2 finished seeds" if n == 2
-                     else f"the {'lower ' if n % 2 == 0 else ''}median of {n} finished seeds")  # `median_trial`
-            out.append((f"{task_label(task)}, {method_label(method)}: seed {r.seed}, {which} (success "
+            out.append((f"{task_label(task)}, {method_label(method)}: seed {r.seed}, {median_words(n)} (success "
                         f"{r.success:.3f}): expert vs learned attention", dest))
     return out

@@ -194,8 +194,8 @@ def same_trial(name: str, a: Trial, b: Trial) -> str:
     defaults = setting_defaults(a.config.task.name)
     groups: dict[str, list[str]] = {"default": [], "how": [], "unused": []}
     for k in differ:
-        both = {str(f.get(k, defaults.get(k))) for f in (fa, fb)}  # a task parameter left out is at its default
-        at_default = k.startswith("task.kwargs.") and both == {defaults.get(k)}
+        d = defaults.get(k)  # a task parameter left out is at its default
+        at_default = k.startswith("task.kwargs.") and str(fa.get(k, d)) == str(fb.get(k, d)) == d
         groups["default" if at_default else "how" if k in NOT_AN_ARM else "unused"].append(k)
     method = a.config.method
     article = "an" if method[0] in "aeiou" else "a"
